@@ -1,1 +1,89 @@
-//! placeholder
+//! Azure RBAC and Key Vault access-policy evaluation for Lanyard: pure functions over
+//! inputs that storage loads; the engine never queries anything. Default deny.
+//!
+//! Modules:
+//! - [`pattern`]: action patterns (`*`, `*/read`, `Microsoft.Compute/*`), compiled once,
+//!   matched ASCII-case-insensitively; `*` matches any run of characters, `/` included.
+//! - [`index`]: [`AccessIndex`], the role assignments, role definitions and group
+//!   memberships, indexed by principal and by scope and updated incrementally. A check
+//!   costs O(scope depth + assignments of the principal and its groups).
+//! - [`decision`]: [`AccessRequest`] and the explained [`Decision`] (the [`Grant`] that
+//!   allowed it, or the [`Denial`] with its nearest misses).
+//! - [`assignable`]: [`check_assignable`], refusing assignments outside a role's
+//!   `assignableScopes`.
+//! - [`policy`]: Key Vault access policies, a second and separate evaluator.
+//! - [`reference`]: a naive evaluator written for clarity, the oracle for tests.
+//!
+//! Semantics: a principal may perform an action at a scope when some role assignment to
+//! it, or to a group it belongs to (transitively), sits at that scope or above it (`/`,
+//! subscription, resource group, resource, child resource), and that assignment's role
+//! has a permission block whose allow list of the request's kind matches the action and
+//! whose exclusion list of that kind does not. Exclusions (`notActions`,
+//! `notDataActions`) subtract only within their own block of their own role. Control
+//! actions (`actions`) and data actions (`dataActions`) are separate spaces: `*` in
+//! `actions` never grants a data action. Assignment conditions (ABAC) are not evaluated.
+//!
+//! ```
+//! use lanyard_authz::{AccessIndex, AccessRequest};
+//! use lanyard_domain::{builtin, PrincipalType, ResourceId, RoleAssignment};
+//!
+//! let mut index = AccessIndex::with_roles(&builtin::built_in_roles());
+//! let rg = ResourceId::parse("/subscriptions/s1/resourceGroups/rg1").unwrap();
+//! let app = uuid::Uuid::new_v4();
+//! let secrets_user = builtin::built_in_by_name("Key Vault Secrets User").unwrap();
+//! # let now = time::OffsetDateTime::UNIX_EPOCH;
+//! index.add_assignment(&RoleAssignment {
+//!     id: uuid::Uuid::new_v4(),
+//!     scope: rg.clone(),
+//!     role_definition_id: secrets_user.id,
+//!     principal_id: app,
+//!     principal_type: PrincipalType::ServicePrincipal,
+//!     description: None,
+//!     condition: None,
+//!     condition_version: None,
+//!     created_on: now,
+//!     updated_on: now,
+//!     created_by: None,
+//!     updated_by: None,
+//! });
+//! let vault = rg.with_provider("Microsoft.KeyVault", "vaults", "kv1");
+//! let get = "Microsoft.KeyVault/vaults/secrets/getSecret/action";
+//! assert!(index.check(&AccessRequest::data(app, get, &vault)).is_allowed());
+//! let set = "Microsoft.KeyVault/vaults/secrets/setSecret/action";
+//! let denied = index.check(&AccessRequest::data(app, set, &vault));
+//! assert!(!denied.is_allowed());
+//! assert!(denied.explain_as(Some("app1")).contains("holds Key Vault Secrets User"));
+//! ```
+
+pub mod assignable;
+pub mod decision;
+mod hash;
+pub mod index;
+pub mod pattern;
+pub mod policy;
+pub mod reference;
+mod role;
+
+pub use assignable::{check_assignable, NotAssignable};
+pub use decision::{AccessRequest, ActionKind, Decision, Denial, Grant, Miss, MissReason};
+pub use index::{AccessIndex, AssignmentRef, MemoryUsage};
+pub use pattern::ActionPattern;
+pub use policy::{
+    check_access_policy, check_secret_permission, AccessPolicy, PolicyCaller, PolicyCollection,
+    PolicyDecision, PolicyDenial, PolicyGrant, PolicyMiss, PolicyMissReason, PolicyPermissions,
+    SecretPermission,
+};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::AccessIndex>();
+        check::<crate::Decision>();
+        check::<crate::NotAssignable>();
+        check::<crate::PolicyDecision>();
+        check::<crate::reference::Environment>();
+        check::<crate::ActionPattern>();
+    }
+}

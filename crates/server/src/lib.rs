@@ -1,1 +1,196 @@
-//! placeholder
+//! Lanyard's HTTPS server: everything between a socket and the domain.
+//!
+//! Layout:
+//! - [`config`]: flags, environment and TOML merged and validated.
+//! - [`datadir`]: what lives in the data directory; atomic 0600 writes.
+//! - [`tls`]: the local certificate authority and the server certificate.
+//! - [`bootstrap`]: the tenant, subscription and administrator made at first start.
+//! - [`state`]: what handlers share; the public URL of each plane.
+//! - [`hosts`]: which plane a host name belongs to.
+//! - [`app`]: the router of routers, and the layers every request passes.
+//! - [`error`]: the one place errors become HTTP, in each plane's dialect.
+//! - [`serve`]: the accept loops (TLS and plain), with graceful shutdown.
+//! - [`telemetry`]: structured logs with a request id on every line.
+//!
+//! [`Server::prepare`] does everything that can fail before a socket is involved;
+//! [`Server::run`] takes a bound listener and a shutdown future, so tests bind
+//! `127.0.0.1:0` and run servers side by side.
+
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod hosts;
+pub mod serve;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use lanyard_domain::SharedClock;
+use lanyard_storage::Store;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::datadir::DataDir;
+use crate::state::{AppState, Directory, Shared};
+use crate::tls::TlsMaterial;
+
+/// Why the server could not start. Each renders as one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot open database `{location}`: {reason}")]
+    Database { location: String, reason: String },
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// A server with its data directory, store, certificates and directory ready.
+pub struct Server {
+    config: Config,
+    data_dir: DataDir,
+    store: Arc<dyn Store>,
+    tls: TlsMaterial,
+    directory: Directory,
+    clock: SharedClock,
+}
+
+impl Server {
+    /// Opens the data directory, the store and the CA; bootstraps on first start.
+    pub async fn prepare(config: Config, clock: SharedClock) -> Result<Server, StartError> {
+        let data_dir = DataDir::open(&config.data_dir)?;
+        let location = config.store_location();
+        let store = lanyard_storage::open(&location)
+            .await
+            .map_err(|e| StartError::Database {
+                location: redact_url(&location),
+                reason: e.to_string(),
+            })?;
+        let tls = tls::ensure(&data_dir, &config.domain)?;
+        let directory = bootstrap::ensure(&data_dir, store.as_ref(), &config, clock.as_ref())
+            .await
+            .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        Ok(Server {
+            config,
+            data_dir,
+            store,
+            tls,
+            directory,
+            clock,
+        })
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    /// Binds the configured address, with a one-line error when it is taken.
+    pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+        let addr = std::net::SocketAddr::new(config.bind, config.port);
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Listen {
+                addr: addr.to_string(),
+                reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+                    "address already in use (is another server running? choose another --port)"
+                        .to_string()
+                } else {
+                    e.to_string()
+                },
+            })
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartError> {
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Listen {
+                addr: "listener".into(),
+                reason: e.to_string(),
+            })?
+            .port();
+        bootstrap::write_endpoints(&self.data_dir, &self.config, port)?;
+        let state = AppState::new(Shared {
+            config: self.config,
+            port,
+            store: self.store,
+            clock: self.clock,
+            directory: self.directory,
+        });
+        tracing::info!(
+            port,
+            domain = %state.config.domain,
+            backend = state.store.backend(),
+            "lanyard is ready"
+        );
+        serve::serve_tls(listener, self.tls.server_config, app::router(state), shutdown).await;
+        tracing::info!("lanyard stopped");
+        Ok(())
+    }
+}
+
+/// A database URL with any password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            super::redact_url("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+    }
+}

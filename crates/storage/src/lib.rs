@@ -1,1 +1,106 @@
-//! placeholder
+//! Persistence for Lanyard: one trait, two backends, one conformance suite.
+//!
+//! Layout:
+//! - [`model`]: the records, the [`Change`]s a [`Batch`] applies atomically, and queries.
+//! - [`Store`] (here): the trait every backend implements. Writes go only through
+//!   [`Store::commit`], so multi-row changes (a resource with its identity and that
+//!   identity's role assignments) are one transaction by construction.
+//! - [`sqlite`]: the embedded default, one file in the data directory, WAL, synchronous=FULL.
+//! - [`postgres`]: the scale-out backend; portable SQL so PostgreSQL-compatible distributed
+//!   databases work too.
+//! - `sql` (private): what both backends share, written once: the entity reads and writes,
+//!   over a small `Conn` trait each backend implements, and the migration runner.
+//! - `migrations/{sqlite,postgres}/`: schema per dialect, applied at open.
+//! - [`open`]: picks the backend from a URL.
+//!
+//! The conformance suite in `tests/conformance.rs` runs every test on both backends.
+
+pub mod model;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
+use uuid::Uuid;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An [`Expect`] did not hold, or a uniqueness rule was broken. Nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database could not be reached or opened.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The persistence contract. Reads are plain queries; every write is a [`Batch`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies `batch` in one transaction: every expectation is checked first, then every
+    /// change; on any failure nothing is written. Returns once the write is durable.
+    async fn commit(&self, batch: Batch) -> StoreResult<()>;
+
+    async fn meta(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>>;
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>>;
+
+    async fn resource(&self, id: &ResourceId) -> StoreResult<Option<ResourceRecord>>;
+    async fn resources(&self, query: &ResourceQuery) -> StoreResult<Vec<ResourceRecord>>;
+
+    async fn principal(&self, object_id: Uuid) -> StoreResult<Option<Principal>>;
+    async fn principal_by_client_id(&self, client_id: Uuid) -> StoreResult<Option<Principal>>;
+    async fn principals(&self) -> StoreResult<Vec<Principal>>;
+    async fn credentials_of(&self, principal: Uuid) -> StoreResult<Vec<CredentialRecord>>;
+
+    /// Custom role definitions (built-ins live in the domain crate).
+    async fn role_definitions(&self) -> StoreResult<Vec<RoleDefinition>>;
+    async fn assignment(&self, id: Uuid) -> StoreResult<Option<RoleAssignment>>;
+    async fn assignments(&self, query: &AssignmentQuery) -> StoreResult<Vec<RoleAssignment>>;
+
+    /// Every revocation epoch: `(principal, valid_after)`.
+    async fn revocations(&self) -> StoreResult<Vec<(Uuid, i64)>>;
+
+    async fn activity(&self, query: &LogQuery) -> StoreResult<Vec<ActivityRecord>>;
+    async fn sign_ins(&self, query: &LogQuery) -> StoreResult<Vec<SignInRecord>>;
+
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+
+    /// A short name of the backend for logs: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the store named by `url_or_path`: `postgres://` or `postgresql://` for PostgreSQL,
+/// `sqlite://path` or a plain file path for SQLite.
+pub async fn open(url_or_path: &str) -> StoreResult<Arc<dyn Store>> {
+    if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::connect(url_or_path).await?));
+    }
+    let path = url_or_path
+        .strip_prefix("sqlite://")
+        .or_else(|| url_or_path.strip_prefix("sqlite:"))
+        .unwrap_or(url_or_path);
+    if path.is_empty() {
+        return Err(StoreError::Unavailable(
+            "no database given: expected a file path, `sqlite://path` or `postgres://...`"
+                .to_string(),
+        ));
+    }
+    Ok(Arc::new(SqliteStore::open(Path::new(path)).await?))
+}

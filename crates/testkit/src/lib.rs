@@ -1,1 +1,11 @@
-//! placeholder
+//! Shared helpers for Lanyard's integration tests.
+//!
+//! Layout:
+//! - [`db`]: a fresh database per test: a SQLite file in a temporary directory, or a
+//!   PostgreSQL database created for the test and dropped after it.
+//! - [`server`]: a server on a free port, a client that trusts its CA and resolves its hosts.
+
+pub mod db;
+pub mod server;
+
+pub use server::{Backend, TestServer};

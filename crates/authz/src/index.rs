@@ -1,0 +1,876 @@
+//! The access index: role assignments, role definitions and group memberships, kept
+//! ready for checks and updated incrementally.
+//!
+//! Layout (all ids are dense `u32` slots, freed slots are reused):
+//! - assignment slots: `(id, principal, role, scope)` plus each slot's position in its
+//!   principal's and its scope's lists, so removal is O(1) (swap-remove);
+//! - principals: object id → slot → direct assignments and direct groups;
+//! - groups: group slot → member slots (the reverse of "direct groups");
+//! - scopes: interned by a case-insensitive segment hash; each holds the assignments made
+//!   exactly there. The hash of every ancestor of a request comes out of one pass over
+//!   its key, so finding the scopes that cover a request costs one probe per segment;
+//! - roles: GUID → compiled matchers ([`crate::role::CompiledRole`]).
+//!
+//! A check looks up the principal, finds the interned scopes covering the request, then
+//! walks only that principal's (and its groups') assignments: O(depth + assignments of
+//! the principal and its groups), independent of the total.
+
+use std::mem::size_of;
+use std::sync::Arc;
+
+use lanyard_domain::{ResourceId, RoleAssignment, RoleDefinition};
+use uuid::Uuid;
+
+use crate::decision::{AccessRequest, Decision, Denial, Grant, Miss, MissReason};
+use crate::hash::{for_each_scope_prefix, scope_hash, FastMap, HashedMap};
+use crate::pattern::ActionPattern;
+use crate::role::{CompiledRole, RoleSlot, RoleVerdict};
+
+const NONE: u32 = u32::MAX;
+
+/// `len` as a slot number.
+// INVARIANT: fewer than `u32::MAX` entries of any kind; memory runs out long before.
+#[inline]
+fn slot_no(len: usize) -> u32 {
+    debug_assert!(len < NONE as usize);
+    len as u32
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: Uuid,
+    /// `NONE` marks a free slot.
+    principal: u32,
+    role: u32,
+    scope: u32,
+    at_principal: u32,
+    at_scope: u32,
+}
+
+#[derive(Debug, Default)]
+struct PrincipalEntry {
+    id: Uuid,
+    assignments: Vec<u32>,
+    /// Groups this principal is a direct member of.
+    member_of: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct ScopeEntry {
+    /// The scope as first written (display casing).
+    text: Arc<str>,
+    hash: u64,
+    /// Next scope with the same hash, or `NONE`.
+    next: u32,
+    assignments: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct ScopeTable {
+    heads: HashedMap<u32>,
+    entries: Vec<Option<ScopeEntry>>,
+    free: Vec<u32>,
+}
+
+impl ScopeTable {
+    fn entry(&self, id: u32) -> Option<&ScopeEntry> {
+        self.entries.get(id as usize).and_then(Option::as_ref)
+    }
+
+    fn entry_mut(&mut self, id: u32) -> Option<&mut ScopeEntry> {
+        self.entries.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, text: &str) -> Option<u32> {
+        let mut at = *self.heads.get(&hash)?;
+        while at != NONE {
+            let e = self.entry(at)?;
+            if e.text.eq_ignore_ascii_case(text) {
+                return Some(at);
+            }
+            at = e.next;
+        }
+        None
+    }
+
+    fn lookup(&self, scope: &ResourceId) -> Option<u32> {
+        self.find(scope_hash(scope.key()), scope.key())
+    }
+
+    fn intern(&mut self, scope: &ResourceId) -> u32 {
+        let hash = scope_hash(scope.key());
+        if let Some(id) = self.find(hash, scope.key()) {
+            return id;
+        }
+        let entry = ScopeEntry {
+            text: Arc::from(scope.as_str()),
+            hash,
+            next: self.heads.get(&hash).copied().unwrap_or(NONE),
+            assignments: Vec::new(),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.entries[id as usize] = Some(entry);
+                id
+            }
+            None => {
+                self.entries.push(Some(entry));
+                slot_no(self.entries.len() - 1)
+            }
+        };
+        self.heads.insert(hash, id);
+        id
+    }
+
+    fn release_if_unused(&mut self, id: u32) {
+        if self.entry(id).is_none_or(|e| !e.assignments.is_empty()) {
+            return;
+        }
+        let Some(e) = self.entries[id as usize].take() else {
+            return;
+        };
+        if self.heads.get(&e.hash) == Some(&id) {
+            if e.next == NONE {
+                self.heads.remove(&e.hash);
+            } else {
+                self.heads.insert(e.hash, e.next);
+            }
+        } else {
+            let mut at = self.heads.get(&e.hash).copied().unwrap_or(NONE);
+            while at != NONE {
+                let Some(prev) = self.entry_mut(at) else {
+                    break;
+                };
+                if prev.next == id {
+                    prev.next = e.next;
+                    break;
+                }
+                at = prev.next;
+            }
+        }
+        self.free.push(id);
+    }
+
+    /// The interned scopes at or above `key` (a [`ResourceId::key`]).
+    #[inline]
+    fn covering(&self, key: &str, out: &mut SmallIds) {
+        for_each_scope_prefix(key, |end, hash| {
+            let prefix = if end == 0 { "/" } else { &key[..end] };
+            if let Some(id) = self.find(hash, prefix) {
+                out.push(id);
+            }
+            true
+        });
+    }
+}
+
+/// A short list of slot numbers that lives on the stack unless it grows past 16.
+pub(crate) struct SmallIds {
+    inline: [u32; 16],
+    len: usize,
+    spill: Vec<u32>,
+}
+
+impl SmallIds {
+    pub(crate) fn new() -> Self {
+        Self {
+            inline: [0; 16],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, id: u32) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = id;
+        } else {
+            self.spill.push(id);
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, id: u32) -> bool {
+        self.inline[..self.len.min(self.inline.len())].contains(&id) || self.spill.contains(&id)
+    }
+
+    #[inline]
+    fn push_unique(&mut self, id: u32) {
+        if !self.contains(id) {
+            self.push(id);
+        }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Option<u32> {
+        if i >= self.len {
+            None
+        } else if i < self.inline.len() {
+            Some(self.inline[i])
+        } else {
+            self.spill.get(i - self.inline.len()).copied()
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn to_vec(&self) -> Vec<u32> {
+        (0..self.len).filter_map(|i| self.get(i)).collect()
+    }
+}
+
+/// One role assignment as the index holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssignmentRef<'a> {
+    pub id: Uuid,
+    pub principal_id: Uuid,
+    pub role_definition_id: Uuid,
+    pub scope: &'a str,
+}
+
+/// Heap bytes held by an [`AccessIndex`], by part. Computed from the capacities of its
+/// vectors and hash tables (hashbrown layout: buckets × (entry + 1 control byte)) and the
+/// lengths of its strings; allocator overhead is not included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub assignments: usize,
+    pub principals: usize,
+    pub scopes: usize,
+    pub roles: usize,
+    pub total: usize,
+}
+
+/// Role assignments, role definitions and group memberships, indexed for checks.
+/// See the [module docs](self) for the layout and costs.
+#[derive(Debug, Default)]
+pub struct AccessIndex {
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    assignment_ids: FastMap<Uuid, u32>,
+    principals: Vec<Option<PrincipalEntry>>,
+    principal_ids: FastMap<Uuid, u32>,
+    free_principals: Vec<u32>,
+    /// Group slot → direct member slots.
+    group_members: FastMap<u32, Vec<u32>>,
+    scopes: ScopeTable,
+    roles: Vec<Option<RoleSlot>>,
+    role_ids: FastMap<Uuid, u32>,
+    free_roles: Vec<u32>,
+}
+
+impl AccessIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An index holding `roles`.
+    pub fn with_roles<'r>(roles: impl IntoIterator<Item = &'r RoleDefinition>) -> Self {
+        let mut index = Self::new();
+        for r in roles {
+            index.upsert_role(r);
+        }
+        index
+    }
+
+    /// Number of role assignments.
+    pub fn len(&self) -> usize {
+        self.assignment_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.assignment_ids.is_empty()
+    }
+
+    // ---- roles ----
+
+    fn intern_role(&mut self, id: Uuid) -> u32 {
+        if let Some(&r) = self.role_ids.get(&id) {
+            return r;
+        }
+        let slot = RoleSlot {
+            id,
+            role: None,
+            users: 0,
+        };
+        let r = match self.free_roles.pop() {
+            Some(r) => {
+                self.roles[r as usize] = Some(slot);
+                r
+            }
+            None => {
+                self.roles.push(Some(slot));
+                slot_no(self.roles.len() - 1)
+            }
+        };
+        self.role_ids.insert(id, r);
+        r
+    }
+
+    fn role_slot(&self, r: u32) -> Option<&RoleSlot> {
+        self.roles.get(r as usize).and_then(Option::as_ref)
+    }
+
+    fn release_role_if_unused(&mut self, r: u32) {
+        let Some(slot) = self.roles.get_mut(r as usize) else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|s| s.users == 0 && s.role.is_none()) {
+            if let Some(s) = slot.take() {
+                self.role_ids.remove(&s.id);
+                self.free_roles.push(r);
+            }
+        }
+    }
+
+    /// Adds or replaces a role definition, compiling its permissions once.
+    pub fn upsert_role(&mut self, role: &RoleDefinition) {
+        let r = self.intern_role(role.id);
+        if let Some(Some(slot)) = self.roles.get_mut(r as usize) {
+            slot.role = Some(CompiledRole::compile(role));
+        }
+    }
+
+    /// Removes a role definition. Assignments naming it stay (as in ARM) but grant nothing
+    /// until a definition with that GUID is upserted again. Returns whether it was defined.
+    pub fn remove_role(&mut self, role_id: Uuid) -> bool {
+        let Some(&r) = self.role_ids.get(&role_id) else {
+            return false;
+        };
+        let had = self
+            .roles
+            .get_mut(r as usize)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.role.take())
+            .is_some();
+        self.release_role_if_unused(r);
+        had
+    }
+
+    /// Whether a definition with this GUID is loaded.
+    pub fn has_role(&self, role_id: Uuid) -> bool {
+        self.role_ids
+            .get(&role_id)
+            .and_then(|&r| self.role_slot(r))
+            .is_some_and(|s| s.role.is_some())
+    }
+
+    // ---- principals and groups ----
+
+    fn intern_principal(&mut self, id: Uuid) -> u32 {
+        if let Some(&p) = self.principal_ids.get(&id) {
+            return p;
+        }
+        let entry = PrincipalEntry {
+            id,
+            ..PrincipalEntry::default()
+        };
+        let p = match self.free_principals.pop() {
+            Some(p) => {
+                self.principals[p as usize] = Some(entry);
+                p
+            }
+            None => {
+                self.principals.push(Some(entry));
+                slot_no(self.principals.len() - 1)
+            }
+        };
+        self.principal_ids.insert(id, p);
+        p
+    }
+
+    #[inline]
+    fn principal(&self, p: u32) -> Option<&PrincipalEntry> {
+        self.principals.get(p as usize).and_then(Option::as_ref)
+    }
+
+    fn principal_mut(&mut self, p: u32) -> Option<&mut PrincipalEntry> {
+        self.principals.get_mut(p as usize).and_then(Option::as_mut)
+    }
+
+    fn release_principal_if_unused(&mut self, p: u32) {
+        let unused = self
+            .principal(p)
+            .is_some_and(|e| e.assignments.is_empty() && e.member_of.is_empty())
+            && !self.group_members.contains_key(&p);
+        if unused {
+            if let Some(e) = self.principals[p as usize].take() {
+                self.principal_ids.remove(&e.id);
+                self.free_principals.push(p);
+            }
+        }
+    }
+
+    /// Replaces the direct members of `group`. Members may be groups themselves:
+    /// membership is transitive (cycles are harmless). An empty slice clears the group.
+    pub fn set_group_members(&mut self, group: Uuid, members: &[Uuid]) {
+        let g = self.intern_principal(group);
+        let old = self.group_members.remove(&g).unwrap_or_default();
+        for &m in &old {
+            if let Some(e) = self.principal_mut(m) {
+                e.member_of.retain(|&x| x != g);
+            }
+        }
+        let mut ids = members.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut new = Vec::with_capacity(ids.len());
+        for id in ids {
+            let m = self.intern_principal(id);
+            new.push(m);
+            if let Some(e) = self.principal_mut(m) {
+                e.member_of.push(g);
+            }
+        }
+        if !new.is_empty() {
+            self.group_members.insert(g, new);
+        }
+        // Released only now so that no slot is reused while still in hand.
+        for m in old {
+            self.release_principal_if_unused(m);
+        }
+        self.release_principal_if_unused(g);
+    }
+
+    /// Direct members of `group`.
+    pub fn group_members(&self, group: Uuid) -> Vec<Uuid> {
+        self.principal_ids
+            .get(&group)
+            .and_then(|g| self.group_members.get(g))
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|&m| self.principal(m).map(|e| e.id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Groups `principal` belongs to, directly or through other groups.
+    pub fn groups_of(&self, principal: Uuid) -> Vec<Uuid> {
+        let Some(&p) = self.principal_ids.get(&principal) else {
+            return Vec::new();
+        };
+        self.group_closure(p)
+            .into_iter()
+            .skip(1)
+            .filter_map(|g| self.principal(g).map(|e| e.id))
+            .collect()
+    }
+
+    /// `p` followed by every group it belongs to, transitively, breadth first.
+    fn group_closure(&self, p: u32) -> Vec<u32> {
+        let mut all = vec![p];
+        let mut i = 0;
+        while let Some(&x) = all.get(i) {
+            i += 1;
+            if let Some(e) = self.principal(x) {
+                for &g in &e.member_of {
+                    if !all.contains(&g) {
+                        all.push(g);
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    // ---- assignments ----
+
+    /// Adds a role assignment, replacing one with the same id. The role definition may be
+    /// loaded before or after. Assignability is not checked here (see
+    /// [`crate::check_assignable`]); the index mirrors what storage holds.
+    pub fn add_assignment(&mut self, assignment: &RoleAssignment) {
+        self.remove_assignment(assignment.id);
+        let p = self.intern_principal(assignment.principal_id);
+        let r = self.intern_role(assignment.role_definition_id);
+        let sc = self.scopes.intern(&assignment.scope);
+        let s = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot {
+                    id: Uuid::nil(),
+                    principal: NONE,
+                    role: NONE,
+                    scope: NONE,
+                    at_principal: NONE,
+                    at_scope: NONE,
+                });
+                slot_no(self.slots.len() - 1)
+            }
+        };
+        let at_principal = match self.principal_mut(p) {
+            Some(e) => {
+                e.assignments.push(s);
+                slot_no(e.assignments.len() - 1)
+            }
+            None => NONE,
+        };
+        let at_scope = match self.scopes.entry_mut(sc) {
+            Some(e) => {
+                e.assignments.push(s);
+                slot_no(e.assignments.len() - 1)
+            }
+            None => NONE,
+        };
+        if let Some(Some(role)) = self.roles.get_mut(r as usize) {
+            role.users += 1;
+        }
+        self.slots[s as usize] = Slot {
+            id: assignment.id,
+            principal: p,
+            role: r,
+            scope: sc,
+            at_principal,
+            at_scope,
+        };
+        self.assignment_ids.insert(assignment.id, s);
+    }
+
+    /// Removes a role assignment by id. Returns whether it was present.
+    pub fn remove_assignment(&mut self, assignment_id: Uuid) -> bool {
+        let Some(s) = self.assignment_ids.remove(&assignment_id) else {
+            return false;
+        };
+        let slot = self.slots[s as usize];
+        if let Some(e) = self.principals.get_mut(slot.principal as usize).and_then(Option::as_mut) {
+            let at = slot.at_principal as usize;
+            e.assignments.swap_remove(at);
+            if let Some(&moved) = e.assignments.get(at) {
+                self.slots[moved as usize].at_principal = slot.at_principal;
+            }
+        }
+        if let Some(e) = self.scopes.entry_mut(slot.scope) {
+            let at = slot.at_scope as usize;
+            e.assignments.swap_remove(at);
+            if let Some(&moved) = e.assignments.get(at) {
+                self.slots[moved as usize].at_scope = slot.at_scope;
+            }
+        }
+        if let Some(Some(role)) = self.roles.get_mut(slot.role as usize) {
+            role.users = role.users.saturating_sub(1);
+        }
+        self.slots[s as usize].principal = NONE;
+        self.free_slots.push(s);
+        self.release_role_if_unused(slot.role);
+        self.release_principal_if_unused(slot.principal);
+        self.scopes.release_if_unused(slot.scope);
+        true
+    }
+
+    /// Removes every assignment held directly by `principal` (e.g. when a managed identity
+    /// is deleted). Group memberships are left alone. Returns how many were removed.
+    pub fn remove_assignments_of_principal(&mut self, principal: Uuid) -> usize {
+        let ids: Vec<Uuid> = self.assignments_for(principal).map(|a| a.id).collect();
+        ids.into_iter()
+            .filter(|&id| self.remove_assignment(id))
+            .count()
+    }
+
+    fn assignment_ref(&self, s: u32) -> Option<AssignmentRef<'_>> {
+        let slot = self.slots.get(s as usize)?;
+        Some(AssignmentRef {
+            id: slot.id,
+            principal_id: self.principal(slot.principal)?.id,
+            role_definition_id: self.role_slot(slot.role)?.id,
+            scope: &self.scopes.entry(slot.scope)?.text,
+        })
+    }
+
+    /// Assignments held directly by `principal` (not through groups), in no set order.
+    pub fn assignments_for(&self, principal: Uuid) -> impl Iterator<Item = AssignmentRef<'_>> {
+        self.principal_ids
+            .get(&principal)
+            .and_then(|&p| self.principal(p))
+            .map_or(&[][..], |e| &e.assignments[..])
+            .iter()
+            .filter_map(|&s| self.assignment_ref(s))
+    }
+
+    /// Assignments made exactly at `scope`.
+    pub fn assignments_at(&self, scope: &ResourceId) -> impl Iterator<Item = AssignmentRef<'_>> {
+        self.scopes
+            .lookup(scope)
+            .and_then(|sc| self.scopes.entry(sc))
+            .map_or(&[][..], |e| &e.assignments[..])
+            .iter()
+            .filter_map(|&s| self.assignment_ref(s))
+    }
+
+    /// Assignments at `scope` or above it (ARM's `$filter=atScope()`).
+    pub fn assignments_covering(
+        &self,
+        scope: &ResourceId,
+    ) -> impl Iterator<Item = AssignmentRef<'_>> {
+        let mut covering = SmallIds::new();
+        self.scopes.covering(scope.key(), &mut covering);
+        covering
+            .to_vec()
+            .into_iter()
+            .filter_map(|sc| self.scopes.entry(sc))
+            .flat_map(|e| e.assignments.iter())
+            .filter_map(|&s| self.assignment_ref(s))
+    }
+
+    // ---- checks ----
+
+    /// Whether the request is allowed, without building an explanation. Allocates nothing
+    /// unless the principal is in more than 15 groups or the scope has more than 16
+    /// assigned ancestors.
+    pub fn allows(&self, request: &AccessRequest<'_>) -> bool {
+        self.find_grant(request).is_some()
+    }
+
+    /// The decision with its reasons: the assignment that allowed the request, or the
+    /// nearest misses.
+    pub fn check(&self, request: &AccessRequest<'_>) -> Decision {
+        match self.find_grant(request) {
+            Some((s, pattern)) => match self.grant(request, s, pattern) {
+                Some(g) => Decision::Allow(g),
+                None => Decision::Deny(self.denial(request)),
+            },
+            None => Decision::Deny(self.denial(request)),
+        }
+    }
+
+    #[inline]
+    fn find_grant(&self, req: &AccessRequest<'_>) -> Option<(u32, &ActionPattern)> {
+        let &p = self.principal_ids.get(&req.principal)?;
+        let entry = self.principal(p)?;
+        let mut covering = SmallIds::new();
+        self.scopes.covering(req.scope.key(), &mut covering);
+        if covering.is_empty() {
+            return None;
+        }
+        if let Some(hit) = self.grant_among(&entry.assignments, &covering, req) {
+            return Some(hit);
+        }
+        if entry.member_of.is_empty() {
+            return None;
+        }
+        let mut seen = SmallIds::new();
+        seen.push(p);
+        for &g in &entry.member_of {
+            seen.push_unique(g);
+        }
+        let mut i = 1;
+        while let Some(g) = seen.get(i) {
+            i += 1;
+            let Some(group) = self.principal(g) else {
+                continue;
+            };
+            if let Some(hit) = self.grant_among(&group.assignments, &covering, req) {
+                return Some(hit);
+            }
+            for &up in &group.member_of {
+                seen.push_unique(up);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn grant_among(
+        &self,
+        assignments: &[u32],
+        covering: &SmallIds,
+        req: &AccessRequest<'_>,
+    ) -> Option<(u32, &ActionPattern)> {
+        assignments.iter().find_map(|&s| {
+            let slot = &self.slots[s as usize];
+            if !covering.contains(slot.scope) {
+                return None;
+            }
+            let role = self.role_slot(slot.role)?.role.as_ref()?;
+            role.grants(req.action, req.kind).map(|p| (s, p))
+        })
+    }
+
+    fn grant(&self, req: &AccessRequest<'_>, s: u32, pattern: &ActionPattern) -> Option<Grant> {
+        let slot = self.slots.get(s as usize)?;
+        let role = self.role_slot(slot.role)?;
+        Some(Grant {
+            principal_id: req.principal,
+            action: req.action.to_string(),
+            kind: req.kind,
+            scope: req.scope.as_str().to_string(),
+            assignment_id: slot.id,
+            assignee_id: self.principal(slot.principal)?.id,
+            role_id: role.id,
+            role_name: Arc::clone(&role.role.as_ref()?.name),
+            assignment_scope: Arc::clone(&self.scopes.entry(slot.scope)?.text),
+            granted_by: Arc::clone(pattern.text()),
+        })
+    }
+
+    fn denial(&self, req: &AccessRequest<'_>) -> Denial {
+        let mut covering = SmallIds::new();
+        self.scopes.covering(req.scope.key(), &mut covering);
+        let holders = match self.principal_ids.get(&req.principal) {
+            Some(&p) => self.group_closure(p),
+            None => Vec::new(),
+        };
+        let key = req.scope.key().as_bytes();
+        // (rank, closeness, slot, reason): lower rank first, then closer scopes first.
+        let mut candidates: Vec<(u8, usize, u32, MissReason)> = Vec::new();
+        let mut considered = 0;
+        for &h in &holders {
+            let Some(holder) = self.principal(h) else {
+                continue;
+            };
+            for &s in &holder.assignments {
+                considered += 1;
+                let slot = &self.slots[s as usize];
+                let Some(scope) = self.scopes.entry(slot.scope) else {
+                    continue;
+                };
+                let role = self.role_slot(slot.role).and_then(|r| r.role.as_ref());
+                let closeness = common_prefix_ignore_case(key, scope.text.as_bytes());
+                let miss = if covering.contains(slot.scope) {
+                    match role.map(|r| r.verdict(req.action, req.kind)) {
+                        None => Some((4, MissReason::RoleNotFound)),
+                        Some(RoleVerdict::Excluded {
+                            granted_by,
+                            excluded_by,
+                        }) => Some((
+                            1,
+                            MissReason::Excluded {
+                                granted_by: Arc::clone(granted_by.text()),
+                                excluded_by: Arc::clone(excluded_by.text()),
+                            },
+                        )),
+                        Some(RoleVerdict::NotGranted {
+                            other_kind: Some(p),
+                        }) => Some((
+                            2,
+                            MissReason::OtherKind {
+                                pattern: Arc::clone(p.text()),
+                            },
+                        )),
+                        Some(RoleVerdict::NotGranted { other_kind: None }) => {
+                            Some((3, MissReason::NotGranted))
+                        }
+                        // Unreachable after a failed search; say nothing rather than lie.
+                        Some(RoleVerdict::Granted) => None,
+                    }
+                } else {
+                    role.and_then(|r| r.grants(req.action, req.kind))
+                        .map(|p| {
+                            (
+                                0,
+                                MissReason::OutOfScope {
+                                    granted_by: Arc::clone(p.text()),
+                                },
+                            )
+                        })
+                };
+                if let Some((rank, reason)) = miss {
+                    candidates.push((rank, closeness, s, reason));
+                }
+            }
+        }
+        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        let more_misses = candidates.len().saturating_sub(Denial::MAX_MISSES);
+        let misses = candidates
+            .into_iter()
+            .take(Denial::MAX_MISSES)
+            .filter_map(|(_, _, s, reason)| {
+                let slot = self.slots.get(s as usize)?;
+                let role = self.role_slot(slot.role)?;
+                Some(Miss {
+                    assignment_id: slot.id,
+                    assignee_id: self.principal(slot.principal)?.id,
+                    role_id: role.id,
+                    role_name: role.role.as_ref().map(|r| Arc::clone(&r.name)),
+                    assignment_scope: Arc::clone(&self.scopes.entry(slot.scope)?.text),
+                    reason,
+                })
+            })
+            .collect();
+        Denial {
+            principal_id: req.principal,
+            action: req.action.to_string(),
+            kind: req.kind,
+            scope: req.scope.clone(),
+            misses,
+            more_misses,
+            assignments_considered: considered,
+        }
+    }
+
+    // ---- memory ----
+
+    /// Heap bytes held by the index, computed from capacities (see [`MemoryUsage`]).
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let assignments = vec_bytes(&self.slots)
+            + vec_bytes(&self.free_slots)
+            + table_bytes::<Uuid, u32>(self.assignment_ids.capacity());
+        let principals = vec_bytes(&self.principals)
+            + vec_bytes(&self.free_principals)
+            + table_bytes::<Uuid, u32>(self.principal_ids.capacity())
+            + table_bytes::<u32, Vec<u32>>(self.group_members.capacity())
+            + self
+                .principals
+                .iter()
+                .flatten()
+                .map(|e| vec_bytes(&e.assignments) + vec_bytes(&e.member_of))
+                .sum::<usize>()
+            + self.group_members.values().map(vec_bytes).sum::<usize>();
+        let scopes = vec_bytes(&self.scopes.entries)
+            + vec_bytes(&self.scopes.free)
+            + table_bytes::<u64, u32>(self.scopes.heads.capacity())
+            + self
+                .scopes
+                .entries
+                .iter()
+                .flatten()
+                // Arc<str>: two counters plus the text.
+                .map(|e| 16 + e.text.len() + vec_bytes(&e.assignments))
+                .sum::<usize>();
+        let roles = vec_bytes(&self.roles)
+            + vec_bytes(&self.free_roles)
+            + table_bytes::<Uuid, u32>(self.role_ids.capacity())
+            + self
+                .roles
+                .iter()
+                .flatten()
+                .filter_map(|r| r.role.as_ref())
+                .map(CompiledRole::heap_bytes)
+                .sum::<usize>();
+        MemoryUsage {
+            assignments,
+            principals,
+            scopes,
+            roles,
+            total: assignments + principals + scopes + roles,
+        }
+    }
+}
+
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * size_of::<T>()
+}
+
+/// Bytes of a hashbrown table that reports `capacity`: buckets hold an entry and a control
+/// byte each, plus one group of trailing control bytes.
+fn table_bytes<K, V>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    };
+    buckets * (size_of::<(K, V)>() + 1) + 16
+}
+
+fn common_prefix_ignore_case(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .zip(b)
+        .take_while(|(x, y)| x.eq_ignore_ascii_case(y))
+        .count()
+}

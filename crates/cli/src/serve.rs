@@ -1,0 +1,88 @@
+//! `lanyard serve`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use lanyard_server::config::{default_data_dir, Config, ConfigLayer};
+use lanyard_server::datadir::{DataDir, DataDirError};
+use lanyard_server::{shutdown_signal, telemetry, Server};
+
+/// Settings shared by every command that runs or finds a server. Each flag can also be set
+/// through its `LANYARD_*` variable; flags win over variables, variables over the file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// Data directory (certificates, keys, the SQLite database, the admin credential).
+    #[arg(long, env = "LANYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTPS port.
+    #[arg(long, env = "LANYARD_PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, env = "LANYARD_BIND")]
+    pub bind: Option<IpAddr>,
+    /// DNS suffix of the service hosts (`login.{domain}`, `{vault}.vault.{domain}`, ...).
+    #[arg(long, env = "LANYARD_DOMAIN")]
+    pub domain: Option<String>,
+    /// `postgres://...` for PostgreSQL; default is SQLite in the data directory.
+    #[arg(long, env = "LANYARD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// TOML configuration file; default `{data-dir}/lanyard.toml` if present.
+    #[arg(long, env = "LANYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LANYARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+impl ServerArgs {
+    /// Flags and environment over the file over defaults.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let cli = ConfigLayer {
+            data_dir: self.data_dir.clone(),
+            port: self.port,
+            bind: self.bind,
+            domain: self.domain.clone(),
+            database_url: self.database_url.clone(),
+            log_format: self.log_format.clone(),
+            ..Default::default()
+        };
+        let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(DataDirError::NotADirectory(data_dir).into());
+        }
+        let file_path = match &self.config {
+            Some(p) => p.clone(),
+            None => data_dir.join("lanyard.toml"),
+        };
+        if self.config.is_some() && !file_path.exists() {
+            anyhow::bail!("configuration file `{}` does not exist", file_path.display());
+        }
+        let file = ConfigLayer::from_file(&file_path)?;
+        Ok(Config::from_layer(cli.over(file))?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.server.resolve()?;
+    telemetry::init(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = Server::bind(&config).await?;
+        let server = Server::prepare(config, Arc::new(lanyard_domain::SystemClock)).await?;
+        let _ = DataDir::existing(server.data_dir().root())?;
+        server.run(listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}

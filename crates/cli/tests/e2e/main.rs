@@ -1,0 +1,8 @@
+//! End-to-end tests: one binary, one module per area. Tests that matter on both storage
+//! backends are written once and instantiated for each with `both_backends!`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod foundation;

@@ -1,0 +1,259 @@
+//! Configuration: flags, `LANYARD_*` environment variables and an optional TOML file, merged
+//! in that order of precedence and validated once at start.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings as one source gives them; every field optional so sources can be layered.
+/// The CLI fills one from flags and environment (clap does both), another from the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigLayer {
+    pub data_dir: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub bind: Option<IpAddr>,
+    pub domain: Option<String>,
+    pub database_url: Option<String>,
+    /// Lifetime of issued tokens, in seconds.
+    pub token_lifetime_secs: Option<u64>,
+    /// How long a signing key signs before the next one takes over, in seconds.
+    pub key_rotation_secs: Option<u64>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+}
+
+impl ConfigLayer {
+    /// `self` wins wherever it has a value.
+    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: self.data_dir.or(lower.data_dir),
+            port: self.port.or(lower.port),
+            bind: self.bind.or(lower.bind),
+            domain: self.domain.or(lower.domain),
+            database_url: self.database_url.or(lower.database_url),
+            token_lifetime_secs: self.token_lifetime_secs.or(lower.token_lifetime_secs),
+            key_rotation_secs: self.key_rotation_secs.or(lower.key_rotation_secs),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+
+    /// Reads a TOML file. A missing file is an empty layer; an unreadable or malformed one is
+    /// an error naming the file.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(ConfigError::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub bind: IpAddr,
+    /// Lower-cased DNS suffix, e.g. `lanyard.localhost`.
+    pub domain: String,
+    /// `None` means the embedded SQLite file in the data directory.
+    pub database_url: Option<String>,
+    pub token_lifetime: Duration,
+    pub key_rotation: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file `{}`: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("configuration file `{}` is corrupt: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("invalid setting `{name}`: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+pub const DEFAULT_PORT: u16 = 8443;
+pub const DEFAULT_DOMAIN: &str = "lanyard.localhost";
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_KEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The data directory used when none is given: `$HOME/.lanyard`, else `./.lanyard`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join(".lanyard"),
+        _ => PathBuf::from(".lanyard"),
+    }
+}
+
+impl Config {
+    /// Validates a merged layer, filling defaults.
+    pub fn from_layer(layer: ConfigLayer) -> Result<Config, ConfigError> {
+        let domain = layer
+            .domain
+            .unwrap_or_else(|| DEFAULT_DOMAIN.to_string())
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        validate_domain(&domain)?;
+        let port = layer.port.unwrap_or(DEFAULT_PORT);
+        let token_lifetime = layer
+            .token_lifetime_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        if !(300..=7 * 24 * 3600).contains(&token_lifetime.as_secs()) {
+            return Err(ConfigError::Invalid {
+                name: "token-lifetime-secs",
+                reason: "must be between 300 (5 minutes) and 604800 (7 days)".into(),
+            });
+        }
+        let key_rotation = layer
+            .key_rotation_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_KEY_ROTATION);
+        if key_rotation < Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid {
+                name: "key-rotation-secs",
+                reason: "must be at least 3600 (one hour)".into(),
+            });
+        }
+        let log_format = match layer.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "log-format",
+                    reason: format!("`{other}` is not `text` or `json`"),
+                })
+            }
+        };
+        if let Some(url) = &layer.database_url {
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite://"))
+            {
+                return Err(ConfigError::Invalid {
+                    name: "database-url",
+                    reason: "must start with `postgres://`, `postgresql://` or `sqlite://`".into(),
+                });
+            }
+        }
+        Ok(Config {
+            data_dir: layer.data_dir.unwrap_or_else(default_data_dir),
+            port,
+            bind: layer
+                .bind
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            domain,
+            database_url: layer.database_url,
+            token_lifetime,
+            key_rotation,
+            log_format,
+        })
+    }
+
+    /// Where the store lives: the configured URL, or the SQLite file in the data directory.
+    pub fn store_location(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => self.data_dir.join("lanyard.db").display().to_string(),
+        }
+    }
+}
+
+fn validate_domain(domain: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Invalid {
+        name: "domain",
+        reason: format!("`{domain}` {reason}"),
+    };
+    if domain.is_empty() || domain.len() > 200 {
+        return Err(bad("must be 1 to 200 characters"));
+    }
+    for label in domain.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(bad("has an empty or over-long label"));
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(bad("is not a valid DNS name"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_environment_over_file() {
+        let flags = ConfigLayer {
+            port: Some(1),
+            ..Default::default()
+        };
+        let file = ConfigLayer {
+            port: Some(3),
+            domain: Some("example.test".into()),
+            ..Default::default()
+        };
+        let merged = flags.over(file);
+        assert_eq!(merged.port, Some(1));
+        assert_eq!(merged.domain.as_deref(), Some("example.test"));
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let err = Config::from_layer(ConfigLayer {
+            domain: Some("bad domain".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("`domain`"), "{err}");
+        let err = Config::from_layer(ConfigLayer {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("database-url"), "{err}");
+        let ok = Config::from_layer(ConfigLayer {
+            domain: Some("Lanyard.Example.".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.domain, "lanyard.example");
+        assert_eq!(ok.port, DEFAULT_PORT);
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.toml");
+        std::fs::write(&path, "port = \"eighty\"\n").unwrap();
+        let err = ConfigLayer::from_file(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Corrupt { .. }), "{err}");
+        std::fs::write(&path, "colour = 1\n").unwrap();
+        assert!(ConfigLayer::from_file(&path).is_err());
+        assert!(ConfigLayer::from_file(&dir.path().join("absent.toml")).is_ok());
+    }
+}

@@ -1,0 +1,90 @@
+//! What every handler shares: configuration, the store, the clock, the directory.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use lanyard_domain::{SharedClock, Subscription, Tenant};
+use lanyard_storage::Store;
+
+use crate::config::Config;
+
+/// The tenant, subscription and administrator created at first start.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub tenant: Tenant,
+    pub subscription: Subscription,
+    pub admin_object_id: uuid::Uuid,
+    pub admin_client_id: uuid::Uuid,
+}
+
+/// Shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
+    /// The port clients reach the HTTPS listener on (known once it is bound).
+    pub port: u16,
+    pub store: Arc<dyn Store>,
+    pub clock: SharedClock,
+    pub directory: Directory,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            domain: self.config.domain.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The public URLs of each plane.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub domain: String,
+    pub port: u16,
+}
+
+impl Endpoints {
+    fn host(&self, name: &str) -> String {
+        if self.port == 443 {
+            format!("https://{name}")
+        } else {
+            format!("https://{name}:{}", self.port)
+        }
+    }
+
+    /// The host every client can reach without name resolution: control plane and login.
+    pub fn localhost(&self) -> String {
+        self.host("localhost")
+    }
+
+    pub fn management(&self) -> String {
+        self.host(&format!("management.{}", self.domain))
+    }
+
+    pub fn login(&self) -> String {
+        self.host(&format!("login.{}", self.domain))
+    }
+
+    pub fn vault(&self, name: &str) -> String {
+        self.host(&format!("{name}.vault.{}", self.domain))
+    }
+
+    pub fn blob(&self, account: &str) -> String {
+        self.host(&format!("{account}.blob.{}", self.domain))
+    }
+}

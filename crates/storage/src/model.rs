@@ -1,0 +1,202 @@
+//! What the store holds, and the one way to change it: a [`Batch`] of [`Change`]s applied in
+//! one transaction, guarded by [`Expect`]ations.
+//!
+//! Records that only one part of the system interprets (signing keys, credentials, resource
+//! bodies) are kept as opaque JSON: the store never looks inside them.
+
+use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// An ARM resource of any type: resource groups, compute resources, identities, vaults,
+/// storage accounts, and child resources such as federated identity credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    pub id: ResourceId,
+    /// The ARM type as first written, e.g. `Microsoft.Compute/virtualMachines`.
+    pub resource_type: String,
+    /// The resource as the control plane returns it (minus per-request fields).
+    pub body: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A credential of a service principal. `body` is interpreted by the token service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    pub id: Uuid,
+    pub principal_id: Uuid,
+    /// `secret`, `certificate` or `federated`.
+    pub kind: String,
+    pub body: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// One entry of the activity log: every write and every denied attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityRecord {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// Object id of the caller, when known.
+    pub caller: Option<Uuid>,
+    /// e.g. `Microsoft.Compute/virtualMachines/write`.
+    pub operation: String,
+    /// The resource or scope acted on.
+    pub scope: ResourceId,
+    /// `Succeeded`, `Failed`.
+    pub status: String,
+    pub http_status: u16,
+    pub correlation_id: String,
+    /// Request body, kept for role assignment writes.
+    pub body: Option<serde_json::Value>,
+}
+
+/// One token issued or refused by the token service or an identity endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignInRecord {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub principal_id: Option<Uuid>,
+    pub client_id: Option<Uuid>,
+    /// The resource (audience) asked for.
+    pub resource: String,
+    /// `token_endpoint`, `imds`, `app_service`, ...
+    pub source: String,
+    /// The workload session that asked, on identity endpoints.
+    pub session: Option<String>,
+    /// `success` or `failure`.
+    pub result: String,
+    pub reason: Option<String>,
+}
+
+/// A signing key as the token service persists it (sealed under the key-encryption key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub body: serde_json::Value,
+}
+
+/// One change inside a [`Batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    PutMeta { key: String, value: String },
+    PutTenant(Tenant),
+    PutSubscription(Subscription),
+    /// Insert or replace by id.
+    PutResource(ResourceRecord),
+    DeleteResource(ResourceId),
+    /// Deletes every resource strictly below `scope` (a group's contents, a resource's children).
+    DeleteResourcesWithin(ResourceId),
+    /// Insert or replace by object id.
+    PutPrincipal(Principal),
+    DeletePrincipal(Uuid),
+    PutCredential(CredentialRecord),
+    DeleteCredential(Uuid),
+    DeleteCredentialsOf(Uuid),
+    /// Custom role definitions; insert or replace by id.
+    PutRoleDefinition(RoleDefinition),
+    DeleteRoleDefinition(Uuid),
+    /// Insert or replace by id. A second assignment with the same (scope, role, principal)
+    /// under another id fails the batch with [`crate::StoreError::Conflict`].
+    PutAssignment(RoleAssignment),
+    DeleteAssignment(Uuid),
+    DeleteAssignmentsOfPrincipal(Uuid),
+    /// Deletes assignments at `scope` or below it.
+    DeleteAssignmentsWithin(ResourceId),
+    /// Tokens of `principal` issued before `valid_after` (unix seconds) are refused. Kept
+    /// after the principal is deleted.
+    SetRevocation { principal: Uuid, valid_after: i64 },
+    AppendActivity(ActivityRecord),
+    AppendSignIn(SignInRecord),
+    PutKey(KeyRecord),
+    DeleteKey(String),
+}
+
+/// A condition checked inside the transaction before any change applies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    ResourceAbsent(ResourceId),
+    ResourceExists(ResourceId),
+    /// The resource exists and its `updated_at` is exactly this (optimistic concurrency).
+    ResourceUnchanged(ResourceId, OffsetDateTime),
+    PrincipalExists(Uuid),
+}
+
+/// Changes applied atomically: all or none, after every expectation held.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub expect: Vec<Expect>,
+    pub changes: Vec<Change>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn expect(mut self, e: Expect) -> Self {
+        self.expect.push(e);
+        self
+    }
+
+    pub fn push(&mut self, c: Change) {
+        self.changes.push(c);
+    }
+
+    pub fn with(mut self, c: Change) -> Self {
+        self.changes.push(c);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expect.is_empty() && self.changes.is_empty()
+    }
+}
+
+/// Which resources to list. Results are ordered by lower-cased id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceQuery {
+    /// Only resources strictly below this scope.
+    pub within: Option<ResourceId>,
+    /// Only resources whose direct parent is this id.
+    pub parent: Option<ResourceId>,
+    /// Only this ARM type, compared case-insensitively.
+    pub resource_type: Option<String>,
+    /// Paging: only ids whose key sorts after this one.
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Which role assignments to list. Results are ordered by id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AssignmentQuery {
+    pub principal: Option<Uuid>,
+    /// Assignments at this scope or any scope above it.
+    pub at_or_above: Option<ResourceId>,
+    /// Assignments at this scope or any scope below it.
+    pub at_or_below: Option<ResourceId>,
+    pub role_definition: Option<Uuid>,
+    /// Paging: only ids sorting after this one.
+    pub after: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+/// A window of the activity or sign-in log, newest first (ties broken by id, descending).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogQuery {
+    /// Only entries at or after this time (inclusive).
+    pub from: Option<OffsetDateTime>,
+    /// Only entries at or before this time (inclusive).
+    pub to: Option<OffsetDateTime>,
+    /// Activity: entries whose scope is at or below this one. Ignored for sign-ins.
+    pub within: Option<ResourceId>,
+    /// Sign-ins: entries about this principal. Activity: entries whose caller it is.
+    pub principal: Option<Uuid>,
+    pub limit: Option<u32>,
+}

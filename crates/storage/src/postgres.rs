@@ -1,0 +1,333 @@
+//! The scale-out backend: PostgreSQL through a connection pool.
+//!
+//! Batches run in `SERIALIZABLE` transactions and are retried a few times when the database
+//! reports a serialization failure (SQLSTATE `40001`) or a deadlock (`40P01`). The schema and
+//! statements keep to portable SQL so PostgreSQL-compatible distributed databases work too.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
+use sqlx::error::DatabaseError;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow,
+};
+use sqlx::{Connection, Postgres, Row};
+use uuid::Uuid;
+
+use crate::sql::migrate::{self, Migration};
+use crate::sql::{self, read, write, Conn, SqlRow, Statement, Value};
+use crate::{
+    ActivityRecord, AssignmentQuery, Batch, CredentialRecord, KeyRecord, LogQuery, ResourceQuery,
+    ResourceRecord, SignInRecord, Store, StoreError, StoreResult,
+};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "initial schema",
+    sql: include_str!("../migrations/postgres/0001_initial.sql"),
+}];
+
+/// How long opening the first connection may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a pooled connection (including reconnecting).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_SIZE: u32 = 8;
+/// Tries per batch when transactions keep failing to serialize.
+const COMMIT_ATTEMPTS: u32 = 8;
+/// Tries for the migrations, when another process migrates the same database at once.
+const MIGRATE_ATTEMPTS: u32 = 3;
+
+/// A [`Store`] in a PostgreSQL (or compatible) database.
+pub struct PgStore {
+    pool: PgPool,
+    /// `host:port`, for messages; never the url, which may hold a password.
+    target: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and brings the
+    /// schema up to date. An unreachable database fails within a few seconds.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid postgres url: {e}")))?
+            .application_name("lanyard");
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        let unavailable = |why: String| {
+            StoreError::Unavailable(format!("cannot connect to postgresql at {target}: {why}"))
+        };
+
+        // One direct connection first: it reports why the database cannot be reached (the
+        // pool would only report a timeout), and it runs the migrations.
+        let mut first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| unavailable(format!("timed out after {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unavailable(map_error(e.into()).to_string()))?;
+        let migrated = migrate(&mut first).await;
+        if let Err(e) = first.close().await {
+            tracing::debug!(error = %map_error(e.into()), "closing the migration connection failed");
+        }
+        migrated?;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self { pool, target })
+    }
+
+    /// Closes every connection, waiting for them to finish. Later calls fail as unavailable.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn reader(&self) -> StoreResult<PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(|e| map_error(e.into()))
+    }
+
+    async fn try_commit(&self, batch: &Batch) -> Result<(), sql::Error> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await?;
+        match write::apply(&mut *tx, batch).await {
+            Ok(()) => Ok(tx.commit().await?),
+            Err(e) => {
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!(error = %map_error(e.into()), "postgres rollback failed");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Applies pending migrations in one transaction. When another process migrates the same
+/// database at the same moment, one of the two fails; it looks again and finds the work done.
+async fn migrate(c: &mut PgConnection) -> StoreResult<()> {
+    let mut attempt = 1;
+    loop {
+        let result = async {
+            let mut tx = c.begin().await?;
+            let applied = migrate::apply(&mut *tx, MIGRATIONS).await?;
+            tx.commit().await?;
+            Ok::<_, sql::Error>(applied)
+        }
+        .await;
+        match result {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "postgres schema migrated");
+                }
+                return Ok(());
+            }
+            Err(sql::Error::Sql(sqlx::Error::Database(db))) if attempt < MIGRATE_ATTEMPTS => {
+                tracing::debug!(code = ?db.code(), attempt, "migration failed, looking again");
+                attempt += 1;
+            }
+            Err(e) => return Err(map_error(e)),
+        }
+    }
+}
+
+fn is_retryable(e: &sql::Error) -> bool {
+    match e {
+        sql::Error::Sql(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+/// Exponential backoff from 5 ms, capped at 320 ms, with jitter so retries spread out.
+fn backoff(attempt: u32) -> Duration {
+    let base = 5u64 << attempt.min(6);
+    let jitter = (Uuid::new_v4().as_u128() % u128::from(base)) as u64;
+    Duration::from_millis(base + jitter)
+}
+
+fn database_error(db: &dyn DatabaseError) -> StoreError {
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    let message = db.message();
+    let unavailable = code.starts_with("08") // connection exception
+        || code.starts_with("28") // invalid authorization
+        || matches!(code.as_str(), "3D000" | "53300" | "57P01" | "57P02" | "57P03");
+    if unavailable {
+        return StoreError::Unavailable(format!("{message} ({code})"));
+    }
+    match sql::database_error_fallback(db) {
+        StoreError::Database(m) => StoreError::Database(format!("{m} ({code})")),
+        other => other,
+    }
+}
+
+fn map_error(e: sql::Error) -> StoreError {
+    sql::map_error(e, database_error)
+}
+
+fn query(statement: &Statement) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    statement
+        .args()
+        .iter()
+        .fold(sqlx::query(statement.sql()), |q, value| match value {
+            Value::Text(v) => q.bind(v.as_deref()),
+            Value::Int(v) => q.bind(*v),
+        })
+}
+
+#[async_trait]
+impl Conn for PgConnection {
+    type Row = PgRow;
+
+    async fn execute(&mut self, statement: &Statement) -> Result<u64, sqlx::Error> {
+        Ok(query(statement).execute(self).await?.rows_affected())
+    }
+
+    async fn fetch(&mut self, statement: &Statement) -> Result<Vec<PgRow>, sqlx::Error> {
+        query(statement).fetch_all(self).await
+    }
+
+    async fn execute_script(&mut self, script: &str) -> Result<(), sqlx::Error> {
+        // Without binds the driver runs every statement of the script (PostgreSQL: the
+        // simple query protocol).
+        sqlx::Executor::execute(self, script).await.map(|_| ())
+    }
+}
+
+impl SqlRow for PgRow {
+    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(index)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn commit(&self, batch: Batch) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 1;
+        loop {
+            match self.try_commit(&batch).await {
+                Err(e) if is_retryable(&e) && attempt < COMMIT_ATTEMPTS => {
+                    tracing::debug!(attempt, "batch failed to serialize, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result.map_err(map_error),
+            }
+        }
+    }
+
+    async fn meta(&self, key: &str) -> StoreResult<Option<String>> {
+        read::meta(&mut *self.reader().await?, key)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        read::tenants(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        read::subscriptions(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn resource(&self, id: &ResourceId) -> StoreResult<Option<ResourceRecord>> {
+        read::resource(&mut *self.reader().await?, id)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn resources(&self, query: &ResourceQuery) -> StoreResult<Vec<ResourceRecord>> {
+        read::resources(&mut *self.reader().await?, query)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn principal(&self, object_id: Uuid) -> StoreResult<Option<Principal>> {
+        read::principal(&mut *self.reader().await?, object_id)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn principal_by_client_id(&self, client_id: Uuid) -> StoreResult<Option<Principal>> {
+        read::principal_by_client_id(&mut *self.reader().await?, client_id)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn principals(&self) -> StoreResult<Vec<Principal>> {
+        read::principals(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn credentials_of(&self, principal: Uuid) -> StoreResult<Vec<CredentialRecord>> {
+        read::credentials_of(&mut *self.reader().await?, principal)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn role_definitions(&self) -> StoreResult<Vec<RoleDefinition>> {
+        read::role_definitions(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn assignment(&self, id: Uuid) -> StoreResult<Option<RoleAssignment>> {
+        read::assignment(&mut *self.reader().await?, id)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn assignments(&self, query: &AssignmentQuery) -> StoreResult<Vec<RoleAssignment>> {
+        read::assignments(&mut *self.reader().await?, query)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn revocations(&self) -> StoreResult<Vec<(Uuid, i64)>> {
+        read::revocations(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn activity(&self, query: &LogQuery) -> StoreResult<Vec<ActivityRecord>> {
+        read::activity(&mut *self.reader().await?, query)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn sign_ins(&self, query: &LogQuery) -> StoreResult<Vec<SignInRecord>> {
+        read::sign_ins(&mut *self.reader().await?, query)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        read::keys(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
