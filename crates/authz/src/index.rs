@@ -319,7 +319,10 @@ impl AccessIndex {
         let Some(slot) = self.roles.get_mut(r as usize) else {
             return;
         };
-        if slot.as_ref().is_some_and(|s| s.users == 0 && s.role.is_none()) {
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.users == 0 && s.role.is_none())
+        {
             if let Some(s) = slot.take() {
                 self.role_ids.remove(&s.id);
                 self.free_roles.push(r);
@@ -536,7 +539,11 @@ impl AccessIndex {
             return false;
         };
         let slot = self.slots[s as usize];
-        if let Some(e) = self.principals.get_mut(slot.principal as usize).and_then(Option::as_mut) {
+        if let Some(e) = self
+            .principals
+            .get_mut(slot.principal as usize)
+            .and_then(Option::as_mut)
+        {
             let at = slot.at_principal as usize;
             e.assignments.swap_remove(at);
             if let Some(&moved) = e.assignments.get(at) {
@@ -757,15 +764,14 @@ impl AccessIndex {
                         Some(RoleVerdict::Granted) => None,
                     }
                 } else {
-                    role.and_then(|r| r.grants(req.action, req.kind))
-                        .map(|p| {
-                            (
-                                0,
-                                MissReason::OutOfScope {
-                                    granted_by: Arc::clone(p.text()),
-                                },
-                            )
-                        })
+                    role.and_then(|r| r.grants(req.action, req.kind)).map(|p| {
+                        (
+                            0,
+                            MissReason::OutOfScope {
+                                granted_by: Arc::clone(p.text()),
+                            },
+                        )
+                    })
                 };
                 if let Some((rank, reason)) = miss {
                     candidates.push((rank, closeness, s, reason));

@@ -59,7 +59,9 @@ impl ActionPattern {
     /// Whether `action` matches, ignoring ASCII case.
     #[inline]
     pub fn matches(&self, action: &str) -> bool {
-        self.shapes.iter().any(|shape| shape.matches(action.as_bytes()))
+        self.shapes
+            .iter()
+            .any(|shape| shape.matches(action.as_bytes()))
     }
 }
 
@@ -171,7 +173,10 @@ mod tests {
             "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
             "Microsoft.ManagedIdentity/userAssignedIdentities/x/y/assign/action"
         ));
-        assert!(m("Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/vaults/read"));
+        assert!(m(
+            "Microsoft.KeyVault/vaults/*/read",
+            "Microsoft.KeyVault/vaults/read"
+        ));
         assert!(m("a/*/*/b", "a/b"));
         assert!(m("a/*/*/b", "a/x/b"));
         assert!(!m("a/*/b", "ab"));
@@ -189,7 +194,10 @@ mod tests {
             "Microsoft.KeyVault/vaults/secrets/getSecret/action",
             "microsoft.keyvault/VAULTS/secrets/getsecret/action"
         ));
-        assert!(!m("Microsoft.KeyVault/vaults/read", "Microsoft.KeyVault/vaults/write"));
+        assert!(!m(
+            "Microsoft.KeyVault/vaults/read",
+            "Microsoft.KeyVault/vaults/write"
+        ));
         assert!(!m("a/b", "a/b/c"));
     }
 
@@ -200,15 +208,30 @@ mod tests {
         assert!(m("*/read", "Microsoft.Compute/virtualMachines/read"));
         assert!(!m("*/read", "Microsoft.Compute/virtualMachines/write"));
         assert!(!m("*/read", "read"));
-        assert!(m("Microsoft.Compute/*", "microsoft.compute/virtualMachines/write"));
-        assert!(!m("Microsoft.Compute/*", "Microsoft.ComputeX/virtualMachines/write"));
+        assert!(m(
+            "Microsoft.Compute/*",
+            "microsoft.compute/virtualMachines/write"
+        ));
+        assert!(!m(
+            "Microsoft.Compute/*",
+            "Microsoft.ComputeX/virtualMachines/write"
+        ));
         assert!(m(
             "Microsoft.KeyVault/vaults/*/read",
             "Microsoft.KeyVault/vaults/secrets/versions/read"
         ));
-        assert!(!m("Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/read"));
-        assert!(!m("Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/vaultsread"));
-        assert!(m("Microsoft.Authorization/*/Write", "Microsoft.Authorization/roleAssignments/write"));
+        assert!(!m(
+            "Microsoft.KeyVault/vaults/*/read",
+            "Microsoft.KeyVault/read"
+        ));
+        assert!(!m(
+            "Microsoft.KeyVault/vaults/*/read",
+            "Microsoft.KeyVault/vaultsread"
+        ));
+        assert!(m(
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
         assert!(m("a*b*c", "abc"));
         assert!(m("a*b*c", "aXbYbZc"));
         assert!(!m("a*b*c", "acb"));

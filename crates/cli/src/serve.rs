@@ -58,7 +58,10 @@ impl ServerArgs {
             None => data_dir.join("lanyard.toml"),
         };
         if self.config.is_some() && !file_path.exists() {
-            anyhow::bail!("configuration file `{}` does not exist", file_path.display());
+            anyhow::bail!(
+                "configuration file `{}` does not exist",
+                file_path.display()
+            );
         }
         let file = ConfigLayer::from_file(&file_path)?;
         Ok(Config::from_layer(cli.over(file))?)

@@ -14,10 +14,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::{ApiError, Dialect};
 use crate::hosts::{self, Plane};
-use crate::state::AppState;
 use crate::telemetry::{self, UuidRequestId, REQUEST_ID};
+use lanyard_platform::AppState;
+use lanyard_platform::{ApiError, Dialect};
 
 /// Largest request body any plane accepts (a blob block or a chunk of a large upload).
 pub const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -32,10 +32,10 @@ pub struct Planes {
 }
 
 impl Planes {
-    pub fn new(_state: &AppState) -> Self {
+    pub fn new(state: &AppState) -> Self {
         Self {
-            management: Router::new().fallback(|| async { not_found(Dialect::Arm) }),
-            login: Router::new().fallback(|| async { not_found(Dialect::Entra) }),
+            management: lanyard_arm::router(state.clone()),
+            login: lanyard_login::router(state.clone()),
             vault: Router::new().fallback(|| async { not_found(Dialect::KeyVault) }),
             blob: Router::new().fallback(|| async { not_found(Dialect::Blob) }),
         }
@@ -168,11 +168,17 @@ mod tests {
 
     #[test]
     fn login_paths_are_told_from_arm_paths() {
-        assert!(is_login_path("/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"));
-        assert!(is_login_path("/organizations/v2.0/.well-known/openid-configuration"));
+        assert!(is_login_path(
+            "/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
+        ));
+        assert!(is_login_path(
+            "/organizations/v2.0/.well-known/openid-configuration"
+        ));
         assert!(is_login_path("/common/discovery/keys"));
         assert!(!is_login_path("/subscriptions/s/resourceGroups/rg"));
         assert!(!is_login_path("/metadata/endpoints"));
-        assert!(!is_login_path("/providers/Microsoft.Authorization/roleDefinitions"));
+        assert!(!is_login_path(
+            "/providers/Microsoft.Authorization/roleDefinitions"
+        ));
     }
 }

@@ -12,9 +12,9 @@ use lanyard_domain::{
 };
 use lanyard_storage::{Batch, Change, CredentialRecord, Store, StoreError};
 
-use crate::config::Config;
 use crate::datadir::{self, DataDir, DataDirError};
-use crate::state::Directory;
+use lanyard_platform::config::Config;
+use lanyard_platform::Directory;
 
 const DIRECTORY_KEY: &str = "directory";
 

@@ -170,7 +170,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = DataDir::open(&dir.path().join("data")).unwrap();
         write_atomic(&d.admin_credential(), b"{}", 0o600).unwrap();
-        let mode = fs::metadata(d.admin_credential()).unwrap().permissions().mode();
+        let mode = fs::metadata(d.admin_credential())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

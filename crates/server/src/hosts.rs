@@ -24,10 +24,7 @@ pub fn classify(host: &str, domain: &str) -> Plane {
     if host == "localhost" || host == domain || is_loopback_literal(&host) {
         return Plane::Combined;
     }
-    let Some(prefix) = host
-        .strip_suffix(domain)
-        .and_then(|p| p.strip_suffix('.'))
-    else {
+    let Some(prefix) = host.strip_suffix(domain).and_then(|p| p.strip_suffix('.')) else {
         return Plane::Unknown(host);
     };
     match prefix {
@@ -84,12 +81,27 @@ mod tests {
         assert_eq!(classify("localhost:8443", D), Plane::Combined);
         assert_eq!(classify("127.0.0.1:8443", D), Plane::Combined);
         assert_eq!(classify("[::1]:8443", D), Plane::Combined);
-        assert_eq!(classify("Management.Lanyard.Localhost", D), Plane::Management);
+        assert_eq!(
+            classify("Management.Lanyard.Localhost", D),
+            Plane::Management
+        );
         assert_eq!(classify("login.lanyard.localhost:8443", D), Plane::Login);
-        assert_eq!(classify("kv1.vault.lanyard.localhost:8443", D), Plane::Vault("kv1".into()));
-        assert_eq!(classify("acct.blob.lanyard.localhost.", D), Plane::Blob("acct".into()));
-        assert!(matches!(classify("a.b.vault.lanyard.localhost", D), Plane::Unknown(_)));
+        assert_eq!(
+            classify("kv1.vault.lanyard.localhost:8443", D),
+            Plane::Vault("kv1".into())
+        );
+        assert_eq!(
+            classify("acct.blob.lanyard.localhost.", D),
+            Plane::Blob("acct".into())
+        );
+        assert!(matches!(
+            classify("a.b.vault.lanyard.localhost", D),
+            Plane::Unknown(_)
+        ));
         assert!(matches!(classify("evil.example", D), Plane::Unknown(_)));
-        assert!(matches!(classify("xlanyard.localhost", D), Plane::Unknown(_)));
+        assert!(matches!(
+            classify("xlanyard.localhost", D),
+            Plane::Unknown(_)
+        ));
     }
 }

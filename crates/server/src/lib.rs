@@ -1,14 +1,12 @@
-//! Lanyard's HTTPS server: everything between a socket and the domain.
+//! Lanyard's HTTPS server: sockets, TLS, host routing and start-up. The planes and what they
+//! share live in `lanyard-platform` and the plane crates; this crate composes them.
 //!
 //! Layout:
-//! - [`config`]: flags, environment and TOML merged and validated.
 //! - [`datadir`]: what lives in the data directory; atomic 0600 writes.
 //! - [`tls`]: the local certificate authority and the server certificate.
 //! - [`bootstrap`]: the tenant, subscription and administrator made at first start.
-//! - [`state`]: what handlers share; the public URL of each plane.
 //! - [`hosts`]: which plane a host name belongs to.
 //! - [`app`]: the router of routers, and the layers every request passes.
-//! - [`error`]: the one place errors become HTTP, in each plane's dialect.
 //! - [`serve`]: the accept loops (TLS and plain), with graceful shutdown.
 //! - [`telemetry`]: structured logs with a request id on every line.
 //!
@@ -18,12 +16,9 @@
 
 pub mod app;
 pub mod bootstrap;
-pub mod config;
 pub mod datadir;
-pub mod error;
 pub mod hosts;
 pub mod serve;
-pub mod state;
 pub mod telemetry;
 pub mod tls;
 
@@ -34,10 +29,14 @@ use lanyard_domain::SharedClock;
 use lanyard_storage::Store;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
 use crate::datadir::DataDir;
-use crate::state::{AppState, Directory, Shared};
 use crate::tls::TlsMaterial;
+use lanyard_platform::access::AccessRuntime;
+pub use lanyard_platform::config;
+use lanyard_platform::config::Config;
+use lanyard_platform::tokens::TokenRuntime;
+use lanyard_platform::{AppState, Directory, Shared};
+use lanyard_token::{Kek, RotationPolicy};
 
 /// Why the server could not start. Each renders as one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +49,10 @@ pub enum StartError {
     Database { location: String, reason: String },
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
+    #[error("key-encryption key: {0}")]
+    Kek(String),
+    #[error("signing keys: {0}")]
+    Keys(String),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 }
@@ -62,6 +65,8 @@ pub struct Server {
     tls: TlsMaterial,
     directory: Directory,
     clock: SharedClock,
+    tokens: Arc<TokenRuntime>,
+    access: Arc<AccessRuntime>,
 }
 
 impl Server {
@@ -79,13 +84,42 @@ impl Server {
         let directory = bootstrap::ensure(&data_dir, store.as_ref(), &config, clock.as_ref())
             .await
             .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        let kek = match std::env::var("LANYARD_KEK") {
+            Ok(value) if !value.is_empty() => Kek::from_env_value(&value),
+            _ => Kek::load_or_create(&data_dir.kek()),
+        }
+        .map_err(|e| StartError::Kek(e.to_string()))?;
+        let rotation = RotationPolicy {
+            period_secs: secs(config.key_rotation),
+            token_lifetime_secs: secs(config.token_lifetime),
+            ..RotationPolicy::default()
+        };
+        let tokens = TokenRuntime::load(
+            Arc::clone(&store),
+            kek,
+            Arc::clone(&clock),
+            rotation,
+            secs(config.token_lifetime),
+            vec![directory.tenant.id],
+        )
+        .await
+        .map_err(|e| StartError::Keys(e.to_string()))?;
+        let access =
+            AccessRuntime::load(store.as_ref())
+                .await
+                .map_err(|e| StartError::Database {
+                    location: redact_url(&location),
+                    reason: e.to_string(),
+                })?;
         Ok(Server {
+            access: Arc::new(access),
             config,
             data_dir,
             store,
             tls,
             directory,
             clock,
+            tokens: Arc::new(tokens),
         })
     }
 
@@ -133,17 +167,44 @@ impl Server {
             store: self.store,
             clock: self.clock,
             directory: self.directory,
+            tokens: Arc::clone(&self.tokens),
+            access: Arc::clone(&self.access),
         });
+        let ticker = tokio::spawn(rotate_keys(Arc::clone(&self.tokens)));
         tracing::info!(
             port,
             domain = %state.config.domain,
             backend = state.store.backend(),
             "lanyard is ready"
         );
-        serve::serve_tls(listener, self.tls.server_config, app::router(state), shutdown).await;
+        serve::serve_tls(
+            listener,
+            self.tls.server_config,
+            app::router(state),
+            shutdown,
+        )
+        .await;
+        ticker.abort();
         tracing::info!("lanyard stopped");
         Ok(())
     }
+}
+
+/// How often the key ring is checked against its rotation schedule.
+const KEY_TICK: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn rotate_keys(tokens: Arc<TokenRuntime>) {
+    let mut every = tokio::time::interval(KEY_TICK);
+    loop {
+        every.tick().await;
+        if let Err(e) = tokens.tick().await {
+            tracing::warn!(error = %e, "key rotation check failed; retrying");
+        }
+    }
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A database URL with any password replaced, for messages.

@@ -47,7 +47,13 @@ pub async fn serve_tls(
 
 /// Serves `app` over plain HTTP (identity endpoints on loopback).
 pub async fn serve_plain(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
-    accept_loop(listener, app, shutdown, |stream| async move { Some(stream) }).await;
+    accept_loop(
+        listener,
+        app,
+        shutdown,
+        |stream| async move { Some(stream) },
+    )
+    .await;
 }
 
 /// Accepts connections, turns each into an `IO` with `wrap` (TLS or nothing), and serves

@@ -7,7 +7,7 @@ use axum::http::{HeaderName, Request};
 use tower_http::request_id::{MakeRequestId, RequestId};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use lanyard_platform::config::LogFormat;
 
 /// The header carrying the request id, as Azure services name it.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
@@ -33,7 +33,9 @@ pub struct UuidRequestId;
 impl MakeRequestId for UuidRequestId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         let id = uuid::Uuid::new_v4().to_string();
-        axum::http::HeaderValue::from_str(&id).ok().map(RequestId::new)
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
     }
 }
 

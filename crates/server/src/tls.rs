@@ -108,7 +108,8 @@ fn load_or_create_ca(dir: &DataDir) -> Result<(CertificateParams, KeyPair, Strin
         let cert_pem = datadir::read_to_string(&cert_path)?;
         let key_pem = datadir::read_to_string(&key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(e.to_string()))?;
-        let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| bad(e.to_string()))?;
+        let params =
+            CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| bad(e.to_string()))?;
         return Ok((params, key, cert_pem));
     }
     let key = KeyPair::generate().map_err(|e| TlsError::Issue(e.to_string()))?;

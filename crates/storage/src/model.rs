@@ -85,7 +85,10 @@ pub struct KeyRecord {
 /// One change inside a [`Batch`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    PutMeta { key: String, value: String },
+    PutMeta {
+        key: String,
+        value: String,
+    },
     PutTenant(Tenant),
     PutSubscription(Subscription),
     /// Insert or replace by id.
@@ -111,7 +114,10 @@ pub enum Change {
     DeleteAssignmentsWithin(ResourceId),
     /// Tokens of `principal` issued before `valid_after` (unix seconds) are refused. Kept
     /// after the principal is deleted.
-    SetRevocation { principal: Uuid, valid_after: i64 },
+    SetRevocation {
+        principal: Uuid,
+        valid_after: i64,
+    },
     AppendActivity(ActivityRecord),
     AppendSignIn(SignInRecord),
     PutKey(KeyRecord),

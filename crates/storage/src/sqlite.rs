@@ -58,7 +58,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,20 +85,15 @@ impl SqliteStore {
             .map_err(|e| open_error(path, e))?;
         migrate(&writer).await.map_err(|e| match e {
             StoreError::Unavailable(m) => StoreError::Unavailable(m),
-            other => StoreError::Unavailable(format!(
-                "cannot migrate `{}`: {other}",
-                path.display()
-            )),
+            other => {
+                StoreError::Unavailable(format!("cannot migrate `{}`: {other}", path.display()))
+            }
         })?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(
-                options
-                    .create_if_missing(false)
-                    .pragma("query_only", "ON"),
-            )
+            .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
             .await
             .map_err(|e| open_error(path, e))?;
 
@@ -119,7 +116,10 @@ impl SqliteStore {
     }
 
     async fn reader(&self) -> StoreResult<PoolConnection<Sqlite>> {
-        self.readers.acquire().await.map_err(|e| map_error(e.into()))
+        self.readers
+            .acquire()
+            .await
+            .map_err(|e| map_error(e.into()))
     }
 }
 

@@ -17,8 +17,8 @@ use lanyard_domain::{
     RoleDefinition, RoleType, ServicePrincipalSource, Subscription, SubscriptionState, Tenant,
 };
 use lanyard_storage::{
-    ActivityRecord, AssignmentQuery, Batch, Change, CredentialRecord, Expect, KeyRecord,
-    LogQuery, ResourceQuery, ResourceRecord, SignInRecord, Store, StoreError,
+    ActivityRecord, AssignmentQuery, Batch, Change, CredentialRecord, Expect, KeyRecord, LogQuery,
+    ResourceQuery, ResourceRecord, SignInRecord, Store, StoreError,
 };
 use lanyard_testkit::db::{fresh_postgres_url, fresh_sqlite_path};
 use serde_json::json;
@@ -257,9 +257,15 @@ async fn meta_tenants_and_subscriptions_round_trip(t: &Target) {
         )
         .await
         .unwrap();
-    assert_eq!(store.meta("schema-owner").await.unwrap().as_deref(), Some("one"));
+    assert_eq!(
+        store.meta("schema-owner").await.unwrap().as_deref(),
+        Some("one")
+    );
     assert_eq!(store.tenants().await.unwrap(), vec![tenant.clone()]);
-    assert_eq!(store.subscriptions().await.unwrap(), vec![subscription.clone()]);
+    assert_eq!(
+        store.subscriptions().await.unwrap(),
+        vec![subscription.clone()]
+    );
 
     let renamed = Tenant {
         display_name: "Contoso Ltd".to_string(),
@@ -281,7 +287,10 @@ async fn meta_tenants_and_subscriptions_round_trip(t: &Target) {
         )
         .await
         .unwrap();
-    assert_eq!(store.meta("schema-owner").await.unwrap().as_deref(), Some("two"));
+    assert_eq!(
+        store.meta("schema-owner").await.unwrap().as_deref(),
+        Some("two")
+    );
     assert_eq!(store.tenants().await.unwrap(), vec![renamed]);
     assert_eq!(store.subscriptions().await.unwrap(), vec![disabled]);
 }
@@ -298,7 +307,10 @@ async fn resources_round_trip_exactly_and_replace_by_id(t: &Target) {
         .unwrap();
     let stored = store.resource(&id).await.unwrap().unwrap();
     assert_eq!(stored, original);
-    assert_eq!(stored.created_at.unix_timestamp_nanos(), at(5).unix_timestamp_nanos());
+    assert_eq!(
+        stored.created_at.unix_timestamp_nanos(),
+        at(5).unix_timestamp_nanos()
+    );
 
     let replaced = ResourceRecord {
         body: json!({ "name": "vm1", "properties": { "size": "large" } }),
@@ -310,7 +322,14 @@ async fn resources_round_trip_exactly_and_replace_by_id(t: &Target) {
         .await
         .unwrap();
     assert_eq!(store.resource(&id).await.unwrap(), Some(replaced));
-    assert_eq!(store.resources(&ResourceQuery::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .resources(&ResourceQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     store
         .commit(Batch::new().with(Change::DeleteResource(id.clone())))
@@ -329,9 +348,16 @@ async fn resource_lookup_ignores_case_and_keeps_stored_casing(t: &Target) {
         .await
         .unwrap();
 
-    let asked = rid(&format!("/subscriptions/{}/resourceGroups/RG", SUB.to_uppercase()));
+    let asked = rid(&format!(
+        "/subscriptions/{}/resourceGroups/RG",
+        SUB.to_uppercase()
+    ));
     let found = store.resource(&asked).await.unwrap().unwrap();
-    assert_eq!(found.id.as_str(), stored_as.as_str(), "stored casing is kept");
+    assert_eq!(
+        found.id.as_str(),
+        stored_as.as_str(),
+        "stored casing is kept"
+    );
     assert_eq!(found.resource_type, "Microsoft.Resources/resourceGroups");
 
     // Deleting by a differently-cased id deletes the same row.
@@ -364,8 +390,17 @@ async fn resource_queries_filter_by_within_parent_and_type(t: &Target) {
         })
         .await
         .unwrap();
-    let expected = sorted_keys(&[vm("rg1", "vm1"), vm("rg1", "vm2"), vault.clone(), secret.clone()]);
-    assert_eq!(keys_of(&within_rg1), expected, "strictly below, ordered by key");
+    let expected = sorted_keys(&[
+        vm("rg1", "vm1"),
+        vm("rg1", "vm2"),
+        vault.clone(),
+        secret.clone(),
+    ]);
+    assert_eq!(
+        keys_of(&within_rg1),
+        expected,
+        "strictly below, ordered by key"
+    );
 
     let children = store
         .resources(&ResourceQuery {
@@ -384,7 +419,10 @@ async fn resource_queries_filter_by_within_parent_and_type(t: &Target) {
         })
         .await
         .unwrap();
-    assert_eq!(keys_of(&vault_children), sorted_keys(&[secret.clone()]));
+    assert_eq!(
+        keys_of(&vault_children),
+        sorted_keys(std::slice::from_ref(&secret))
+    );
 
     let vms = store
         .resources(&ResourceQuery {
@@ -394,7 +432,9 @@ async fn resource_queries_filter_by_within_parent_and_type(t: &Target) {
         .await
         .unwrap();
     assert_eq!(vms.len(), 3, "type compares case-insensitively");
-    assert!(vms.iter().all(|r| r.resource_type == "Microsoft.Compute/virtualMachines"));
+    assert!(vms
+        .iter()
+        .all(|r| r.resource_type == "Microsoft.Compute/virtualMachines"));
 
     let vms_in_rg2 = store
         .resources(&ResourceQuery {
@@ -405,6 +445,37 @@ async fn resource_queries_filter_by_within_parent_and_type(t: &Target) {
         .await
         .unwrap();
     assert_eq!(keys_of(&vms_in_rg2), sorted_keys(&[vm("rg2", "vm3")]));
+
+    // Punctuation orders bytewise on every backend, whatever the database's collation.
+    let mixed: Vec<ResourceId> = ["a-b", "a_b", "a.b", "a0", "ab", "a~", "A+B"]
+        .iter()
+        .map(|name| vm("mixed", name))
+        .collect();
+    put_resources(store.as_ref(), &mixed).await;
+    let listed = store
+        .resources(&ResourceQuery {
+            within: Some(rg("mixed")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&listed), sorted_keys(&mixed));
+    let after_a_dash = store
+        .resources(&ResourceQuery {
+            within: Some(rg("mixed")),
+            after: Some(vm("mixed", "a-b").key().to_string()),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&after_a_dash), sorted_keys(&mixed)[2..4].to_vec());
+    for record in &listed {
+        store
+            .commit(Batch::new().with(Change::DeleteResource(record.id.clone())))
+            .await
+            .unwrap();
+    }
 
     let everything = store
         .resources(&ResourceQuery {
@@ -430,7 +501,11 @@ async fn resource_paging_visits_every_item_exactly_once(t: &Target) {
     let ids: Vec<ResourceId> = (0..23)
         .map(|i| {
             // Mixed casing: paging works on keys, whatever the caller passes back.
-            let name = if i % 2 == 0 { format!("VM-{i:02}") } else { format!("vm-{i:02}") };
+            let name = if i % 2 == 0 {
+                format!("VM-{i:02}")
+            } else {
+                format!("vm-{i:02}")
+            };
             vm("paging", &name)
         })
         .collect();
@@ -473,6 +548,9 @@ async fn prefix_matches_do_not_leak_into_similar_names(t: &Target) {
         vm("rg1", "five"),
         vm("rg10", "six"),
         vm("rg1-x", "seven"),
+        vm("a", "eight"),
+        vm("a~", "nine"),
+        vm("a+", "ten"),
     ];
     put_resources(store.as_ref(), &ids).await;
 
@@ -491,6 +569,11 @@ async fn prefix_matches_do_not_leak_into_similar_names(t: &Target) {
     assert_eq!(
         keys_of(&store.resources(&only("rg1")).await.unwrap()),
         sorted_keys(&[vm("rg1", "five")])
+    );
+    // Symbols that some collations sort between `/` and `0`.
+    assert_eq!(
+        keys_of(&store.resources(&only("a")).await.unwrap()),
+        sorted_keys(&[vm("a", "eight")])
     );
 
     // The same guarantee for role assignments below a scope.
@@ -534,7 +617,10 @@ async fn delete_resources_within_deletes_only_below(t: &Target) {
         .commit(Batch::new().with(Change::DeleteResourcesWithin(vault.clone())))
         .await
         .unwrap();
-    assert!(store.resource(&vault).await.unwrap().is_some(), "the scope itself stays");
+    assert!(
+        store.resource(&vault).await.unwrap().is_some(),
+        "the scope itself stays"
+    );
     assert!(store
         .resource(&vault.with_child("secrets", "s1"))
         .await
@@ -574,14 +660,23 @@ async fn principals_round_trip_and_are_found_by_client_id(t: &Target) {
         .await
         .unwrap();
 
-    assert_eq!(store.principal(alice.object_id).await.unwrap(), Some(alice.clone()));
-    assert_eq!(store.principal(group.object_id).await.unwrap(), Some(group.clone()));
+    assert_eq!(
+        store.principal(alice.object_id).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.principal(group.object_id).await.unwrap(),
+        Some(group.clone())
+    );
     let client_id = identity.client_id().unwrap();
     assert_eq!(
         store.principal_by_client_id(client_id).await.unwrap(),
         Some(identity.clone())
     );
-    assert_eq!(store.principal_by_client_id(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store.principal_by_client_id(Uuid::new_v4()).await.unwrap(),
+        None
+    );
     let mut expected = vec![alice.clone(), group.clone(), identity.clone()];
     expected.sort_by_key(|p| p.object_id);
     assert_eq!(store.principals().await.unwrap(), expected);
@@ -599,7 +694,10 @@ async fn principals_round_trip_and_are_found_by_client_id(t: &Target) {
         )
         .await
         .unwrap();
-    assert_eq!(store.principal(alice.object_id).await.unwrap(), Some(renamed));
+    assert_eq!(
+        store.principal(alice.object_id).await.unwrap(),
+        Some(renamed)
+    );
     assert_eq!(store.principal(identity.object_id).await.unwrap(), None);
     assert_eq!(store.principal_by_client_id(client_id).await.unwrap(), None);
     assert_eq!(store.principals().await.unwrap().len(), 2);
@@ -652,7 +750,10 @@ async fn credentials_round_trip_and_delete(t: &Target) {
         vec![older.clone(), newer.clone(), federated.clone()],
         "oldest first"
     );
-    assert_eq!(store.credentials_of(other).await.unwrap(), vec![foreign.clone()]);
+    assert_eq!(
+        store.credentials_of(other).await.unwrap(),
+        vec![foreign.clone()]
+    );
 
     store
         .commit(Batch::new().with(Change::DeleteCredential(newer.id)))
@@ -689,7 +790,10 @@ async fn role_definitions_round_trip_and_delete(t: &Target) {
         .commit(Batch::new().with(Change::PutRoleDefinition(definition.clone())))
         .await
         .unwrap();
-    assert_eq!(store.role_definitions().await.unwrap(), vec![definition.clone()]);
+    assert_eq!(
+        store.role_definitions().await.unwrap(),
+        vec![definition.clone()]
+    );
 
     let widened = RoleDefinition {
         assignable_scopes: vec![ResourceId::root()],
@@ -725,7 +829,7 @@ async fn assignments_round_trip_and_delete(t: &Target) {
         description: None,
         ..a1.clone()
     };
-    put_assignments(store.as_ref(), &[moved.clone()]).await;
+    put_assignments(store.as_ref(), std::slice::from_ref(&moved)).await;
     assert_eq!(store.assignment(a1.id).await.unwrap(), Some(moved));
     assert!(store
         .assignments(&AssignmentQuery {
@@ -746,7 +850,10 @@ async fn assignments_round_trip_and_delete(t: &Target) {
         .commit(Batch::new().with(Change::DeleteAssignmentsOfPrincipal(alice)))
         .await
         .unwrap();
-    let left = store.assignments(&AssignmentQuery::default()).await.unwrap();
+    let left = store
+        .assignments(&AssignmentQuery::default())
+        .await
+        .unwrap();
     assert_eq!(left, vec![b1]);
 }
 
@@ -759,7 +866,12 @@ async fn delete_assignments_within_deletes_at_and_below(t: &Target) {
     let at_rg10 = assignment(&rg("rg10"), READER, p);
     put_assignments(
         store.as_ref(),
-        &[at_sub.clone(), at_rg.clone(), below_rg.clone(), at_rg10.clone()],
+        &[
+            at_sub.clone(),
+            at_rg.clone(),
+            below_rg.clone(),
+            at_rg10.clone(),
+        ],
     )
     .await;
 
@@ -767,14 +879,21 @@ async fn delete_assignments_within_deletes_at_and_below(t: &Target) {
         .commit(Batch::new().with(Change::DeleteAssignmentsWithin(rg("RG"))))
         .await
         .unwrap();
-    let left = store.assignments(&AssignmentQuery::default()).await.unwrap();
+    let left = store
+        .assignments(&AssignmentQuery::default())
+        .await
+        .unwrap();
     assert_eq!(ids_of(&left), sorted(vec![at_sub.id, at_rg10.id]));
 
     store
         .commit(Batch::new().with(Change::DeleteAssignmentsWithin(ResourceId::root())))
         .await
         .unwrap();
-    assert!(store.assignments(&AssignmentQuery::default()).await.unwrap().is_empty());
+    assert!(store
+        .assignments(&AssignmentQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn assignment_queries_by_scope_principal_and_role(t: &Target) {
@@ -868,7 +987,11 @@ async fn assignment_paging_visits_every_item_exactly_once(t: &Target) {
         .map(|i| assignment(&vm("rg", &format!("vm{i}")), READER, p))
         .collect();
     put_assignments(store.as_ref(), &all).await;
-    put_assignments(store.as_ref(), &[assignment(&rg("rg"), READER, Uuid::new_v4())]).await;
+    put_assignments(
+        store.as_ref(),
+        &[assignment(&rg("rg"), READER, Uuid::new_v4())],
+    )
+    .await;
 
     let mut seen = Vec::new();
     let mut after = None;
@@ -899,7 +1022,7 @@ async fn duplicate_assignment_conflicts_and_writes_nothing(t: &Target) {
     let store = t.open().await;
     let p = Uuid::new_v4();
     let first = assignment(&rg("rg"), READER, p);
-    put_assignments(store.as_ref(), &[first.clone()]).await;
+    put_assignments(store.as_ref(), std::slice::from_ref(&first)).await;
 
     // Same triple under another id, with the scope cased differently.
     let duplicate = assignment(&rid(&rg("rg").as_str().to_uppercase()), READER, p);
@@ -916,11 +1039,18 @@ async fn duplicate_assignment_conflicts_and_writes_nothing(t: &Target) {
         )
         .await;
     assert_conflict(result, "role assignment already exists");
-    assert_eq!(store.resource(&vm1).await.unwrap(), None, "nothing from the batch");
+    assert_eq!(
+        store.resource(&vm1).await.unwrap(),
+        None,
+        "nothing from the batch"
+    );
     assert_eq!(store.assignment(duplicate.id).await.unwrap(), None);
     assert!(store.revocations().await.unwrap().is_empty());
     assert_eq!(
-        store.assignments(&AssignmentQuery::default()).await.unwrap(),
+        store
+            .assignments(&AssignmentQuery::default())
+            .await
+            .unwrap(),
         vec![first.clone()]
     );
 
@@ -934,7 +1064,14 @@ async fn duplicate_assignment_conflicts_and_writes_nothing(t: &Target) {
         )
         .await;
     assert_conflict(result, "role assignment already exists");
-    assert_eq!(store.assignments(&AssignmentQuery::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .assignments(&AssignmentQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn concurrent_duplicate_assignments_let_exactly_one_through(t: &Target) {
@@ -945,7 +1082,11 @@ async fn concurrent_duplicate_assignments_let_exactly_one_through(t: &Target) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .commit(Batch::new().with(Change::PutAssignment(assignment(&rg("rg"), OWNER, p))))
+                    .commit(Batch::new().with(Change::PutAssignment(assignment(
+                        &rg("rg"),
+                        OWNER,
+                        p,
+                    ))))
                     .await
             })
         })
@@ -954,12 +1095,21 @@ async fn concurrent_duplicate_assignments_let_exactly_one_through(t: &Target) {
     for task in tasks {
         match task.await.unwrap() {
             Ok(()) => succeeded += 1,
-            Err(StoreError::Conflict(m)) => assert!(m.contains("role assignment already exists"), "{m}"),
+            Err(StoreError::Conflict(m)) => {
+                assert!(m.contains("role assignment already exists"), "{m}")
+            }
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(succeeded, 1);
-    assert_eq!(store.assignments(&AssignmentQuery::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .assignments(&AssignmentQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn failed_expectations_roll_back_the_batch(t: &Target) {
@@ -980,20 +1130,34 @@ async fn failed_expectations_roll_back_the_batch(t: &Target) {
             .with(Change::DeleteResource(existing.clone()))
     };
     let cases = [
-        (Expect::ResourceAbsent(rid(&existing.as_str().to_uppercase())), "already exists"),
+        (
+            Expect::ResourceAbsent(rid(&existing.as_str().to_uppercase())),
+            "already exists",
+        ),
         (Expect::ResourceExists(missing.clone()), "does not exist"),
-        (Expect::ResourceUnchanged(existing.clone(), at(2)), "changed"),
-        (Expect::ResourceUnchanged(missing.clone(), at(1)), "does not exist"),
+        (
+            Expect::ResourceUnchanged(existing.clone(), at(2)),
+            "changed",
+        ),
+        (
+            Expect::ResourceUnchanged(missing.clone(), at(1)),
+            "does not exist",
+        ),
         (Expect::PrincipalExists(Uuid::new_v4()), "principal"),
     ];
     for (expect, needle) in cases {
         let result = store.commit(guarded(expect)).await;
         assert_conflict(result, needle);
         assert_eq!(store.resource(&marker).await.unwrap(), None);
-        assert_eq!(store.resource(&existing).await.unwrap(), Some(original.clone()));
+        assert_eq!(
+            store.resource(&existing).await.unwrap(),
+            Some(original.clone())
+        );
     }
     assert_conflict(
-        store.commit(guarded(Expect::ResourceAbsent(existing.clone()))).await,
+        store
+            .commit(guarded(Expect::ResourceAbsent(existing.clone())))
+            .await,
         existing.as_str(),
     );
 
@@ -1101,7 +1265,7 @@ async fn activity_log_filters_by_window_scope_and_caller_newest_first(t: &Target
 
     let newest_first = |picked: Vec<&ActivityRecord>| {
         let mut picked: Vec<ActivityRecord> = picked.into_iter().cloned().collect();
-        picked.sort_by(|a, b| b.time.cmp(&a.time));
+        picked.sort_by_key(|r| std::cmp::Reverse(r.time));
         picked
     };
 
@@ -1151,7 +1315,12 @@ async fn activity_log_filters_by_window_scope_and_caller_newest_first(t: &Target
         .unwrap();
     assert_eq!(
         by_alice,
-        newest_first(records.iter().filter(|r| r.caller == Some(alice) && r.time > at(0)).collect())
+        newest_first(
+            records
+                .iter()
+                .filter(|r| r.caller == Some(alice) && r.time > at(0))
+                .collect()
+        )
     );
 
     // Entries at the same instant keep a stable order: id, descending.
@@ -1181,7 +1350,7 @@ async fn activity_log_filters_by_window_scope_and_caller_newest_first(t: &Target
         .await
         .unwrap();
     let mut expected = vec![x, y];
-    expected.sort_by(|a, b| b.id.cmp(&a.id));
+    expected.sort_by_key(|r| std::cmp::Reverse(r.id));
     assert_eq!(tied, expected);
 }
 
@@ -1208,7 +1377,10 @@ async fn sign_in_log_filters_by_window_and_principal_newest_first(t: &Target) {
     store.commit(batch).await.unwrap();
 
     let reversed = |slice: &[SignInRecord]| slice.iter().rev().cloned().collect::<Vec<_>>();
-    assert_eq!(store.sign_ins(&LogQuery::default()).await.unwrap(), reversed(&records));
+    assert_eq!(
+        store.sign_ins(&LogQuery::default()).await.unwrap(),
+        reversed(&records)
+    );
     assert_eq!(
         store
             .sign_ins(&LogQuery {
@@ -1260,7 +1432,10 @@ async fn keys_put_replace_and_delete(t: &Target) {
         )
         .await
         .unwrap();
-    assert_eq!(store.keys().await.unwrap(), vec![key("k1", "active"), key("k2", "next")]);
+    assert_eq!(
+        store.keys().await.unwrap(),
+        vec![key("k1", "active"), key("k2", "next")]
+    );
     store
         .commit(
             Batch::new()
@@ -1295,7 +1470,10 @@ async fn writes_survive_reopening(t: &Target) {
 
     let reopened = t.open().await;
     assert_eq!(reopened.resource(&id).await.unwrap(), Some(record(&id)));
-    assert_eq!(reopened.principal(principal.object_id).await.unwrap(), Some(principal));
+    assert_eq!(
+        reopened.principal(principal.object_id).await.unwrap(),
+        Some(principal)
+    );
     assert_eq!(reopened.meta("epoch").await.unwrap().as_deref(), Some("7"));
 }
 
@@ -1330,15 +1508,16 @@ async fn concurrent_commits_all_land(t: &Target) {
     assert_eq!(stored.len(), 50);
     let distinct: HashSet<String> = keys_of(&stored).into_iter().collect();
     assert_eq!(distinct.len(), 50);
-    assert_eq!(store.activity(&LogQuery::default()).await.unwrap().len(), 50);
+    assert_eq!(
+        store.activity(&LogQuery::default()).await.unwrap().len(),
+        50
+    );
 }
 
 async fn corrupt_rows_are_reported_without_their_contents(t: &Target) {
     let store = t.open().await;
-    t.raw_execute(
-        "INSERT INTO signing_keys (kid, body) VALUES ('k1', '{\"sealed\": \"hunter2\"')",
-    )
-    .await;
+    t.raw_execute("INSERT INTO signing_keys (kid, body) VALUES ('k1', '{\"sealed\": \"hunter2\"')")
+        .await;
     match store.keys().await {
         Err(StoreError::Corrupt(message)) => {
             assert!(message.contains("k1"), "{message}");
@@ -1375,7 +1554,10 @@ async fn conflicts_never_echo_written_values(t: &Target) {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(store.sign_ins(&LogQuery::default()).await.unwrap(), vec![record]);
+    assert_eq!(
+        store.sign_ins(&LogQuery::default()).await.unwrap(),
+        vec![record]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1384,7 +1566,9 @@ async fn conflicts_never_echo_written_values(t: &Target) {
 #[tokio::test]
 async fn open_picks_the_backend_from_the_url() {
     let db = fresh_sqlite_path().unwrap();
-    let plain = lanyard_storage::open(db.path().to_str().unwrap()).await.unwrap();
+    let plain = lanyard_storage::open(db.path().to_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(plain.backend(), "sqlite");
     drop(plain);
     let url = lanyard_storage::open(&db.url()).await.unwrap();
@@ -1396,7 +1580,10 @@ async fn open_picks_the_backend_from_the_url() {
     let store = lanyard_storage::open(pg.url()).await.unwrap();
     assert_eq!(store.backend(), "postgres");
     let alternative = pg.url().replacen("postgres://", "postgresql://", 1);
-    assert_eq!(lanyard_storage::open(&alternative).await.unwrap().backend(), "postgres");
+    assert_eq!(
+        lanyard_storage::open(&alternative).await.unwrap().backend(),
+        "postgres"
+    );
     pg.cleanup().await.unwrap();
 }
 
@@ -1423,14 +1610,19 @@ async fn sqlite_in_a_missing_directory_fails_clearly() {
     let err = lanyard_storage::SqliteStore::open(&db.dir().join("nope").join("lanyard.db"))
         .await
         .unwrap_err();
-    assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("nope")), "{err}");
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.contains("nope")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_refuses_a_file_that_is_not_a_database() {
     let db = fresh_sqlite_path().unwrap();
     std::fs::write(db.path(), vec![b'x'; 4096]).unwrap();
-    let err = lanyard_storage::SqliteStore::open(db.path()).await.unwrap_err();
+    let err = lanyard_storage::SqliteStore::open(db.path())
+        .await
+        .unwrap_err();
     match err {
         StoreError::Unavailable(message) => {
             assert!(message.contains("not a sqlite database"), "{message}");
@@ -1449,7 +1641,10 @@ async fn postgres_unreachable_is_unavailable_within_seconds() {
     match result {
         Err(StoreError::Unavailable(message)) => {
             assert!(message.contains("127.0.0.1:1"), "{message}");
-            assert!(!message.contains("s3cret"), "the password must not leak: {message}");
+            assert!(
+                !message.contains("s3cret"),
+                "the password must not leak: {message}"
+            );
             assert!(!message.contains('\n'), "one line: {message}");
         }
         Err(other) => panic!("expected unavailable, got {other:?}"),
@@ -1465,7 +1660,10 @@ async fn postgres_with_a_missing_database_is_unavailable() {
         .unwrap_or_else(|e| panic!("postgres tests need a server: {e:#}"));
     let url = pg.url().to_string();
     pg.cleanup().await.unwrap();
-    let err = lanyard_storage::open(&url).await.err().expect("database was dropped");
+    let err = lanyard_storage::open(&url)
+        .await
+        .err()
+        .expect("database was dropped");
     assert!(
         matches!(&err, StoreError::Unavailable(m) if m.contains("does not exist")),
         "{err}"

@@ -3,7 +3,8 @@
 //! - [`fresh_sqlite_path`]: a database file path inside a new temporary directory, removed
 //!   when the returned [`TestSqlite`] drops.
 //! - [`fresh_postgres_url`]: a new database `lanyard_test_<random>` on the server named by
-//!   `LANYARD_TEST_POSTGRES_URL` (default [`DEFAULT_POSTGRES_URL`]), dropped by
+//!   `LANYARD_TEST_POSTGRES_URL` (default [`DEFAULT_POSTGRES_URL`]), with an ICU `en-US`
+//!   default collation where the server supports one, dropped by
 //!   [`TestDatabase::cleanup`] or, failing that, when the [`TestDatabase`] drops. A server
 //!   that cannot be reached is an error, never a skipped test.
 
@@ -123,10 +124,19 @@ pub async fn fresh_postgres_url() -> anyhow::Result<TestDatabase> {
     let mut admin = admin_connect(&admin_url).await?;
     let name = format!("lanyard_test_{}", Uuid::new_v4().simple());
     // The name is ours (letters, digits, `_`), so it can be spliced into the DDL.
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .with_context(|| format!("cannot create test database {name}"))?;
+    // A linguistic default collation, where the server has ICU (PostgreSQL 15+), makes any
+    // query that relies on the database's default ordering instead of bytewise keys fail.
+    let linguistic = sqlx::query(&format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    ))
+    .execute(&mut admin)
+    .await;
+    if linguistic.is_err() {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("cannot create test database {name}"))?;
+    }
     let _ = admin.close().await;
     Ok(TestDatabase {
         url: with_database(&admin_url, &name)?,
@@ -146,7 +156,9 @@ async fn admin_connect(admin_url: &str) -> anyhow::Result<PgConnection> {
             CONNECT_TIMEOUT.as_secs()
         ),
         Ok(Err(e)) => {
-            bail!("PostgreSQL at {target} is not reachable ({e}); start it or set {POSTGRES_URL_VAR}")
+            bail!(
+                "PostgreSQL at {target} is not reachable ({e}); start it or set {POSTGRES_URL_VAR}"
+            )
         }
         Ok(Ok(connection)) => Ok(connection),
     }

@@ -448,7 +448,10 @@ mod tests {
     #[test]
     fn scopes_and_resources() {
         let ok = |s: &str| scope_to_resource(s).unwrap();
-        assert_eq!(ok("https://vault.azure.net/.default"), "https://vault.azure.net");
+        assert_eq!(
+            ok("https://vault.azure.net/.default"),
+            "https://vault.azure.net"
+        );
         assert_eq!(ok("api://x/.default"), "api://x");
         assert_eq!(
             ok("https://management.azure.com//.default"),
@@ -465,7 +468,10 @@ mod tests {
             scope_to_resource("https://graph.microsoft.com/User.Read"),
             Err(ScopeError::NotDefault(_))
         ));
-        assert!(matches!(scope_to_resource("/.default"), Err(ScopeError::NotDefault(_))));
+        assert!(matches!(
+            scope_to_resource("/.default"),
+            Err(ScopeError::NotDefault(_))
+        ));
         assert!(matches!(
             scope_to_resource("api://a/.default api://b/.default"),
             Err(ScopeError::MultipleResources(_, _))
@@ -486,13 +492,17 @@ mod tests {
     #[test]
     fn v1_system_assigned_claims() {
         let p = sp(ServicePrincipalSource::SystemAssigned { host: vm() });
-        let req = TokenRequest::managed_identity(&p, &vm(), "https://vault.azure.net", 1_500_000_000)
-            .unwrap();
+        let req =
+            TokenRequest::managed_identity(&p, &vm(), "https://vault.azure.net", 1_500_000_000)
+                .unwrap();
         let c = TokenPolicy::default().claims(&req, 1_700_000_000);
         assert_eq!(c.iss, format!("https://sts.windows.net/{TID}/"));
         assert_eq!(c.idp.as_deref(), Some(c.iss.as_str()));
         assert_eq!(c.aud, "https://vault.azure.net");
-        assert_eq!((c.iat, c.nbf, c.exp), (1_700_000_000, 1_700_000_000, 1_700_086_400));
+        assert_eq!(
+            (c.iat, c.nbf, c.exp),
+            (1_700_000_000, 1_700_000_000, 1_700_086_400)
+        );
         assert_eq!(c.appid, p.client_id().map(|u| u.to_string()));
         assert_eq!(c.appidacr.as_deref(), Some("2"));
         assert_eq!((c.azp.as_ref(), c.azpacr.as_ref()), (None, None));
@@ -505,15 +515,34 @@ mod tests {
         assert_eq!(c.xms_az_rid, None);
         assert_eq!(c.xms_tcdt, Some(1_500_000_000));
         assert_eq!(c.uti.as_ref().map(String::len), Some(22));
-        assert!(c.rh.as_ref().is_some_and(|rh| rh.starts_with("0.") && rh.ends_with('.')));
+        assert!(c
+            .rh
+            .as_ref()
+            .is_some_and(|rh| rh.starts_with("0.") && rh.ends_with('.')));
 
         // Exactly the members PROTOCOLS.md §2 lists.
         let json = serde_json::to_value(&c).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         keys.sort_unstable();
         let mut expected = vec![
-            "aio", "appid", "appidacr", "aud", "exp", "iat", "idp", "idtyp", "iss", "nbf", "oid",
-            "rh", "sub", "tid", "uti", "ver", "xms_mirid", "xms_tcdt",
+            "aio",
+            "appid",
+            "appidacr",
+            "aud",
+            "exp",
+            "iat",
+            "idp",
+            "idtyp",
+            "iss",
+            "nbf",
+            "oid",
+            "rh",
+            "sub",
+            "tid",
+            "uti",
+            "ver",
+            "xms_mirid",
+            "xms_tcdt",
         ];
         expected.sort_unstable();
         assert_eq!(keys, expected);
@@ -523,7 +552,8 @@ mod tests {
     #[test]
     fn v1_user_assigned_claims_name_identity_and_host() {
         let p = sp(ServicePrincipalSource::UserAssigned { identity: uai() });
-        let req = TokenRequest::managed_identity(&p, &vm(), "https://storage.azure.com/", 0).unwrap();
+        let req =
+            TokenRequest::managed_identity(&p, &vm(), "https://storage.azure.com/", 0).unwrap();
         let c = TokenPolicy::default().claims(&req, 10);
         assert_eq!(c.xms_mirid.as_deref(), Some(uai().as_str()));
         assert_eq!(c.xms_az_rid.as_deref(), Some(vm().as_str()));
@@ -556,7 +586,10 @@ mod tests {
             .unwrap()
             .with_version(TokenVersion::V2);
         let c = policy.claims(&secret, 100);
-        assert_eq!(c.iss, format!("https://login.lanyard.localhost:8443/{TID}/v2.0"));
+        assert_eq!(
+            c.iss,
+            format!("https://login.lanyard.localhost:8443/{TID}/v2.0")
+        );
         assert_eq!(c.ver, "2.0");
         assert_eq!(c.azp, p.client_id().map(|u| u.to_string()));
         assert_eq!(c.azpacr.as_deref(), Some("1"));
@@ -565,14 +598,19 @@ mod tests {
         assert_eq!(c.xms_mirid, None);
         assert_eq!(c.client_id(), c.azp.as_deref());
 
-        let cert = TokenRequest::application(&p, ClientAuthMethod::Certificate, "api://x", 0).unwrap();
+        let cert =
+            TokenRequest::application(&p, ClientAuthMethod::Certificate, "api://x", 0).unwrap();
         let c = policy.claims(&cert, 100);
         assert_eq!(c.appidacr.as_deref(), Some("2"));
-        assert_eq!(c.iss, format!("https://login.lanyard.localhost:8443/{TID}/"));
+        assert_eq!(
+            c.iss,
+            format!("https://login.lanyard.localhost:8443/{TID}/")
+        );
 
         let fed = sp(ServicePrincipalSource::UserAssigned { identity: uai() });
-        let req = TokenRequest::application(&fed, ClientAuthMethod::FederatedAssertion, "api://x", 0)
-            .unwrap();
+        let req =
+            TokenRequest::application(&fed, ClientAuthMethod::FederatedAssertion, "api://x", 0)
+                .unwrap();
         let c = policy.claims(&req, 0);
         assert_eq!(c.appidacr.as_deref(), Some("2"));
         assert_eq!(c.xms_mirid.as_deref(), Some(uai().as_str()));

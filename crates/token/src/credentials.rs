@@ -246,7 +246,9 @@ impl CertificateCredential {
         use rsa::pkcs1::DecodeRsaPublicKey;
         use rsa::traits::PublicKeyParts;
         let parsed = parse_certificate(der)?;
-        let pkcs1 = parsed.rsa_public_key_der().ok_or(CertificateError::NotRsa)?;
+        let pkcs1 = parsed
+            .rsa_public_key_der()
+            .ok_or(CertificateError::NotRsa)?;
         let public =
             rsa::RsaPublicKey::from_pkcs1_der(pkcs1).map_err(|_| CertificateError::NotRsa)?;
         let bits = public.n().bits();
@@ -485,7 +487,10 @@ pub fn verify_client_assertion<'c>(
         });
     }
     check_times(&claims, now)?;
-    let aud = claims.aud.as_ref().ok_or(AssertionError::MissingClaim("aud"))?;
+    let aud = claims
+        .aud
+        .as_ref()
+        .ok_or(AssertionError::MissingClaim("aud"))?;
     if !aud
         .values()
         .iter()
@@ -520,7 +525,10 @@ fn endpoint_eq(a: &str, b: &str) -> bool {
         let host_end = s[after_scheme..]
             .find('/')
             .map_or(s.len(), |i| after_scheme + i);
-        (s[..host_end].to_ascii_lowercase(), s[host_end..].to_string())
+        (
+            s[..host_end].to_ascii_lowercase(),
+            s[host_end..].to_string(),
+        )
     };
     split(a) == split(b)
 }
@@ -575,7 +583,10 @@ pub fn verify_federated_assertion_with_keys<'c>(
     if !key.0.fits(alg) {
         return Err(AssertionError::UnsupportedAlgorithm(jws.header.alg.clone()));
     }
-    if !key.0.verify(alg, jws.signing_input.as_bytes(), &jws.signature) {
+    if !key
+        .0
+        .verify(alg, jws.signing_input.as_bytes(), &jws.signature)
+    {
         return Err(AssertionError::BadSignature);
     }
     check_times(&claims, now)?;

@@ -263,31 +263,70 @@ mod tests {
     fn codes_errors_and_statuses_as_briefed() {
         let s = String::new;
         let table: Vec<(TokenServiceError, u32, &str, u16)> = vec![
-            (TokenServiceError::UnknownTenant { tenant: s() }, 90002, "invalid_request", 400),
             (
-                TokenServiceError::UnknownClient { client_id: s(), tenant: s() },
+                TokenServiceError::UnknownTenant { tenant: s() },
+                90002,
+                "invalid_request",
+                400,
+            ),
+            (
+                TokenServiceError::UnknownClient {
+                    client_id: s(),
+                    tenant: s(),
+                },
                 700016,
                 "unauthorized_client",
                 400,
             ),
-            (TokenServiceError::InvalidClientSecret { client_id: s() }, 7000215, "invalid_client", 401),
             (
-                TokenServiceError::ExpiredAssertion { now: 0, not_before: None, expires: Some(0) },
+                TokenServiceError::InvalidClientSecret { client_id: s() },
+                7000215,
+                "invalid_client",
+                401,
+            ),
+            (
+                TokenServiceError::ExpiredAssertion {
+                    now: 0,
+                    not_before: None,
+                    expires: Some(0),
+                },
                 700024,
                 "invalid_client",
                 400,
             ),
-            (TokenServiceError::MalformedAssertion { reason: s() }, 50027, "invalid_request", 400),
             (
-                TokenServiceError::NoMatchingFederatedCredential { issuer: s(), subject: s(), audience: s() },
+                TokenServiceError::MalformedAssertion { reason: s() },
+                50027,
+                "invalid_request",
+                400,
+            ),
+            (
+                TokenServiceError::NoMatchingFederatedCredential {
+                    issuer: s(),
+                    subject: s(),
+                    audience: s(),
+                },
                 70021,
                 "invalid_request",
                 400,
             ),
-            (TokenServiceError::UnsupportedGrantType { grant_type: s() }, 70003, "unsupported_grant_type", 400),
-            (TokenServiceError::InvalidScope { scope: s() }, 70011, "invalid_scope", 400),
             (
-                TokenServiceError::InvalidResource { resource: s(), tenant: s() },
+                TokenServiceError::UnsupportedGrantType { grant_type: s() },
+                70003,
+                "unsupported_grant_type",
+                400,
+            ),
+            (
+                TokenServiceError::InvalidScope { scope: s() },
+                70011,
+                "invalid_scope",
+                400,
+            ),
+            (
+                TokenServiceError::InvalidResource {
+                    resource: s(),
+                    tenant: s(),
+                },
                 500011,
                 "invalid_resource",
                 400,
@@ -314,7 +353,9 @@ mod tests {
         assert_eq!(body["timestamp"], "2024-01-09 02:02:12Z");
         let d = body["error_description"].as_str().unwrap();
         assert!(d.starts_with("AADSTS70011: "));
-        assert!(d.ends_with("\r\nTrace ID: t-1\r\nCorrelation ID: c-1\r\nTimestamp: 2024-01-09 02:02:12Z"));
+        assert!(d.ends_with(
+            "\r\nTrace ID: t-1\r\nCorrelation ID: c-1\r\nTimestamp: 2024-01-09 02:02:12Z"
+        ));
     }
 
     #[test]
@@ -325,7 +366,12 @@ mod tests {
         assert_eq!(code(AssertionError::NotYetValid { nbf: 3, now: 2 }), 700024);
         assert_eq!(code(AssertionError::BadSignature), 700027);
         assert_eq!(code(AssertionError::UnknownKey("t".into())), 700027);
-        assert_eq!(code(AssertionError::WrongClient { expected: "c".into() }), 700021);
+        assert_eq!(
+            code(AssertionError::WrongClient {
+                expected: "c".into()
+            }),
+            700021
+        );
         assert_eq!(
             code(AssertionError::NoMatchingCredential {
                 issuer: "i".into(),

@@ -88,7 +88,8 @@ pub(crate) fn parse(token: &str) -> Result<Jws<'_>, Malformed> {
         return Err(Malformed("token too large"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Malformed("a compact JWS has exactly three segments"));
     };
@@ -136,8 +137,10 @@ impl PublicKey {
     pub(crate) fn fits(&self, alg: Alg) -> bool {
         matches!(
             (self, alg),
-            (Self::Rsa(_), Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512)
-                | (Self::P256(_), Alg::Es256)
+            (
+                Self::Rsa(_),
+                Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512
+            ) | (Self::P256(_), Alg::Es256)
                 | (Self::P384(_), Alg::Es384)
         )
     }
@@ -174,7 +177,12 @@ mod tests {
 
     #[test]
     fn parses_three_segments() {
-        let t = format!("{}.{}.{}", seg(r#"{"alg":"RS256","kid":"k"}"#), seg("{}"), "AAAA");
+        let t = format!(
+            "{}.{}.{}",
+            seg(r#"{"alg":"RS256","kid":"k"}"#),
+            seg("{}"),
+            "AAAA"
+        );
         let jws = parse(&t).unwrap();
         assert_eq!(jws.header.alg, "RS256");
         assert_eq!(jws.header.kid.as_deref(), Some("k"));
@@ -197,8 +205,16 @@ mod tests {
             format!("{h}.{}.AA AA", seg("{}")),
             format!("{}.{}.AAAA", seg("[1]"), seg("{}")),
             format!("{}.{}.AAAA", seg(r#"{"typ":"JWT"}"#), seg("{}")),
-            format!("{}.{}.AAAA", seg(r#"{"alg":"RS256","alg":"none"}"#), seg("{}")),
-            format!("{}.{}.AAAA", seg(r#"{"alg":"RS256","crit":["exp"]}"#), seg("{}")),
+            format!(
+                "{}.{}.AAAA",
+                seg(r#"{"alg":"RS256","alg":"none"}"#),
+                seg("{}")
+            ),
+            format!(
+                "{}.{}.AAAA",
+                seg(r#"{"alg":"RS256","crit":["exp"]}"#),
+                seg("{}")
+            ),
             "a".repeat(MAX_TOKEN_LEN + 1),
         ] {
             assert!(parse(&bad).is_err(), "accepted {bad:?}");

@@ -24,7 +24,9 @@ const TAG_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KekError {
-    #[error("key-encryption key must be 32 bytes as base64 or hex, got {0} characters that are neither")]
+    #[error(
+        "key-encryption key must be 32 bytes as base64 or hex, got {0} characters that are neither"
+    )]
     BadEncoding(usize),
     #[error("key-encryption key must be 32 bytes, got {0}")]
     BadLength(usize),
@@ -326,7 +328,10 @@ mod tests {
             kek.open(&tampered, b"kid-1"),
             Err(KekError::OpenFailed)
         ));
-        assert!(matches!(kek.open(&sealed[..20], b""), Err(KekError::Truncated)));
+        assert!(matches!(
+            kek.open(&sealed[..20], b""),
+            Err(KekError::Truncated)
+        ));
         // A fresh nonce every time.
         assert_ne!(kek.seal(b"hello", b"kid-1").unwrap(), sealed);
         assert!(matches!(

@@ -179,8 +179,13 @@ impl SigningKey {
             x: None,
             y: None,
         };
-        let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": kid, "x5t": kid});
-        let header = serde_json::to_vec(&header).map_err(|_| KeyError::Sign)?;
+        let header = serde_json::to_vec(&JwtHeader {
+            typ: "JWT",
+            alg: "RS256",
+            kid: &kid,
+            x5t: &kid,
+        })
+        .map_err(|_| KeyError::Sign)?;
         Ok(Self {
             jwt_header_b64: crate::b64::url(&header),
             verifying: VerifyingKey(PublicKey::Rsa(components)),
@@ -228,6 +233,15 @@ impl SigningKey {
         kek.seal(&self.pkcs8, &seal_aad(&self.kid))
             .map_err(KeyError::Seal)
     }
+}
+
+/// Our JWT header, members in Entra's order.
+#[derive(Serialize)]
+struct JwtHeader<'a> {
+    typ: &'a str,
+    alg: &'a str,
+    kid: &'a str,
+    x5t: &'a str,
 }
 
 fn self_signed_certificate(pkcs8: &[u8], now: UnixTime) -> Result<Vec<u8>, KeyError> {
@@ -376,12 +390,13 @@ impl KeyRing {
     ) -> Result<Self, KeyError> {
         let mut ring = Self::new(policy);
         for record in records {
-            let pkcs8 = Zeroizing::new(kek.open(&record.sealed_pkcs8, &seal_aad(&record.kid)).map_err(
-                |source| KeyError::Unseal {
-                    kid: record.kid.clone(),
-                    source,
-                },
-            )?);
+            let pkcs8 = Zeroizing::new(
+                kek.open(&record.sealed_pkcs8, &seal_aad(&record.kid))
+                    .map_err(|source| KeyError::Unseal {
+                        kid: record.kid.clone(),
+                        source,
+                    })?,
+            );
             let key = SigningKey::from_parts(&pkcs8, record.cert_der.clone())?;
             if key.kid() != record.kid {
                 return Err(KeyError::KidMismatch {

@@ -27,8 +27,8 @@
 pub mod claims;
 pub mod credentials;
 pub mod entra_error;
-mod jws;
 pub mod jwk;
+mod jws;
 pub mod kek;
 pub mod keys;
 pub mod mint;
@@ -39,13 +39,15 @@ pub use claims::{
     TokenPolicy, TokenPrincipal, TokenRequest, TokenVersion,
 };
 pub use credentials::{
-    peek_unverified_issuer, verify_client_assertion, verify_federated_assertion,
-    generate_client_secret, AssertionError, CertificateCredential, ClientSecret,
+    generate_client_secret, peek_unverified_issuer, verify_client_assertion,
+    verify_federated_assertion, AssertionError, CertificateCredential, ClientSecret,
     FederatedCredential, SecretHash,
 };
 pub use entra_error::TokenServiceError;
 pub use kek::{DataKey, Kek, KekError};
-pub use keys::{KeyAction, KeyChange, KeyError, KeyRing, KeyState, RotationPolicy, SigningKey, StoredKey};
+pub use keys::{
+    KeyAction, KeyChange, KeyError, KeyRing, KeyState, RotationPolicy, SigningKey, StoredKey,
+};
 pub use mint::{issue, mint, MintError, MintedToken};
 pub use validate::{
     expand_audiences, KeyLookup, NoRevocation, Revocation, ValidatedToken, ValidationConfig,

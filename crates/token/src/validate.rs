@@ -235,7 +235,9 @@ impl Validator {
         now: UnixTime,
     ) -> Result<Arc<ValidatedToken>, ValidationError> {
         if self.capacity == 0 {
-            return self.validate_uncached(token, keys, revocation, now).map(Arc::new);
+            return self
+                .validate_uncached(token, keys, revocation, now)
+                .map(Arc::new);
         }
         let digest = crate::sha256(token.as_bytes());
         let hit = self

@@ -48,7 +48,12 @@ pub fn custom_role(
     }
 }
 
-pub fn block(actions: &[&str], not_actions: &[&str], data: &[&str], not_data: &[&str]) -> Permission {
+pub fn block(
+    actions: &[&str],
+    not_actions: &[&str],
+    data: &[&str],
+    not_data: &[&str],
+) -> Permission {
     let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_string()).collect();
     Permission {
         actions: v(actions),
@@ -169,5 +174,82 @@ impl Rng {
 
     pub fn uuid(&mut self) -> Uuid {
         Uuid::from_u64_pair(self.next(), self.next())
+    }
+}
+
+// ---- vocabularies for generated environments ----
+
+/// Scopes of every depth: root, subscriptions, groups (with `rg1`/`rg10` prefix traps),
+/// resources, child resources and an extension resource.
+pub fn scope_vocabulary() -> Vec<ResourceId> {
+    let mut out = vec![ResourceId::root()];
+    for sub in ["s1", "s2"] {
+        out.push(ResourceId::subscription(sub));
+        for rg in ["rg1", "rg10", "RG2"] {
+            let g = ResourceId::resource_group(sub, rg);
+            out.push(g.clone());
+            let kv = g.with_provider("Microsoft.KeyVault", "vaults", "kv1");
+            out.push(kv.with_child("secrets", "a"));
+            out.push(kv.with_child("secrets", "a").with_child("versions", "v1"));
+            out.push(kv.clone());
+            let vm = g.with_provider("Microsoft.Compute", "virtualMachines", "vm1");
+            out.push(vm.with_child("extensions", "e"));
+            out.push(vm.with_provider("Microsoft.Authorization", "roleAssignments", "x"));
+            out.push(vm);
+        }
+    }
+    out.push(rid("/providers/Microsoft.Management/managementGroups/mg"));
+    out
+}
+
+pub const ACTIONS: &[&str] = &[
+    "Microsoft.Compute/virtualMachines/read",
+    "Microsoft.Compute/virtualMachines/write",
+    "Microsoft.Compute/virtualMachines/extensions/write",
+    "Microsoft.Compute/disks/delete",
+    "Microsoft.KeyVault/vaults/read",
+    "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+    "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+    "Microsoft.KeyVault/vaults/secrets/read",
+    "Microsoft.Authorization/roleAssignments/write",
+    "Microsoft.Authorization/roleAssignments/read",
+    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+    "read",
+    "a/b",
+];
+
+pub const PATTERNS: &[&str] = &[
+    "*",
+    "*/read",
+    "*/write",
+    "*/action",
+    "Microsoft.Compute/*",
+    "Microsoft.Compute/virtualMachines/*",
+    "Microsoft.Compute/*/write",
+    "microsoft.keyvault/VAULTS/*",
+    "Microsoft.KeyVault/vaults/*/read",
+    "Microsoft.KeyVault/vaults/secrets/*",
+    "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+    "Microsoft.Authorization/*",
+    "Microsoft.Authorization/*/Write",
+    "Microsoft.Authorization/roleAssignments/read",
+    "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
+    "Microsoft.*/read",
+    "*Secret*",
+    "*/*/*",
+    "Microsoft.Storage/*/blobs/*",
+    "Microsoft.Compute/virtualMachines/read",
+    "*a*b*",
+    "a/*/b",
+    "Microsoft.KeyVault/*/*/action",
+];
+
+/// An action from [`ACTIONS`] in a case the caller picks by `variant`.
+pub fn cased(action: &str, variant: usize) -> String {
+    match variant % 3 {
+        0 => action.to_string(),
+        1 => action.to_ascii_uppercase(),
+        _ => action.to_ascii_lowercase(),
     }
 }

@@ -167,7 +167,9 @@ impl Run {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("#{}-{i}", self.assignment_ids.len()));
-            let id = self.names.id(&format!("assignment:{}:{label}", self.where_));
+            let id = self
+                .names
+                .id(&format!("assignment:{}:{label}", self.where_));
             let principal = self.names.id(&spec.principal);
             self.pair
                 .add(&assignment(id, principal, role.id, &rid(&spec.scope)));
@@ -181,7 +183,10 @@ impl Run {
             let (action, kind) = match (&c.action, &c.data_action) {
                 (Some(a), None) => (a.as_str(), ActionKind::Control),
                 (None, Some(a)) => (a.as_str(), ActionKind::Data),
-                _ => panic!("{}: a check needs exactly one of action, dataAction", self.where_),
+                _ => panic!(
+                    "{}: a check needs exactly one of action, dataAction",
+                    self.where_
+                ),
             };
             let principal = self.names.id(&c.principal);
             let scope = rid(&c.scope);
@@ -219,9 +224,8 @@ impl Run {
             }
             for needle in &c.explains {
                 if !text.contains(needle.as_str()) {
-                    self.failures.push(format!(
-                        "{label}: explanation lacks `{needle}`\n    {text}"
-                    ));
+                    self.failures
+                        .push(format!("{label}: explanation lacks `{needle}`\n    {text}"));
                 }
             }
         }
@@ -253,8 +257,8 @@ fn scenario_corpus() {
     assert!(files.len() >= 5, "corpus files missing: {files:?}");
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        let corpus: CorpusFile = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let corpus: CorpusFile =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let file_name = file.file_name().unwrap().to_string_lossy().to_string();
         for s in corpus.scenarios {
             scenarios += 1;
@@ -319,7 +323,10 @@ fn scenario_corpus() {
         .map(|r| r.role_name.clone())
         .filter(|n| !roles_used.contains(n))
         .collect();
-    assert!(missing.is_empty(), "built-in roles without a scenario: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "built-in roles without a scenario: {missing:?}"
+    );
     assert!(checks >= 150, "only {checks} checks in the corpus");
     assert!(
         failures.is_empty(),

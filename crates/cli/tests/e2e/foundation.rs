@@ -8,13 +8,26 @@ use serde_json::Value;
 use crate::both_backends;
 use crate::support::*;
 
-both_backends!(serves_healthz_over_trusted_https, unknown_hosts_get_arm_404, restart_keeps_the_directory);
+both_backends!(
+    serves_healthz_over_trusted_https,
+    unknown_hosts_get_arm_404,
+    restart_keeps_the_directory
+);
 
 async fn serves_healthz_over_trusted_https(backend: Backend) {
     let server = TestServer::start(backend).await.unwrap();
     let client = server.client().unwrap();
-    for host in ["localhost", "127.0.0.1", "management.lanyard.localhost", "login.lanyard.localhost"] {
-        let r = client.get(server.url(host, "/healthz")).send().await.unwrap();
+    for host in [
+        "localhost",
+        "127.0.0.1",
+        "management.lanyard.localhost",
+        "login.lanyard.localhost",
+    ] {
+        let r = client
+            .get(server.url(host, "/healthz"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{host}");
         assert!(r.headers().contains_key("x-ms-request-id"));
         let body: Value = r.json().await.unwrap();
@@ -22,7 +35,11 @@ async fn serves_healthz_over_trusted_https(backend: Backend) {
     }
     // A client that does not trust the CA is refused by TLS.
     let untrusting = reqwest::Client::new();
-    assert!(untrusting.get(server.url("localhost", "/healthz")).send().await.is_err());
+    assert!(untrusting
+        .get(server.url("localhost", "/healthz"))
+        .send()
+        .await
+        .is_err());
 }
 
 async fn unknown_hosts_get_arm_404(backend: Backend) {
@@ -36,7 +53,10 @@ async fn unknown_hosts_get_arm_404(backend: Backend) {
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "HostNotFound");
-    assert!(body["error"]["message"].as_str().unwrap().contains("elsewhere"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("elsewhere"));
 }
 
 async fn restart_keeps_the_directory(backend: Backend) {
@@ -64,12 +84,23 @@ async fn serve_env_and_graceful_shutdown() {
     let mut child = spawn_serve(&data, port, &[]);
     wait_ready(&data, port).await;
 
-    let mode = std::fs::metadata(data.join("admin.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(data.join("admin.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let mode = std::fs::metadata(data.join("ca-key.pem")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(data.join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    let out = lanyard().arg("env").arg("--data-dir").arg(&data).output().unwrap();
+    let out = lanyard()
+        .arg("env")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let admin: Value =
@@ -85,7 +116,10 @@ async fn serve_env_and_graceful_shutdown() {
         "SSL_CERT_FILE",
         "NODE_EXTRA_CA_CERTS",
     ] {
-        assert!(text.contains(&format!("export {name}='")), "{name} missing in:\n{text}");
+        assert!(
+            text.contains(&format!("export {name}='")),
+            "{name} missing in:\n{text}"
+        );
     }
     assert!(text.contains(&format!("AZURE_AUTHORITY_HOST='https://localhost:{port}'")));
     assert!(text.contains(admin["clientSecret"].as_str().unwrap()));
@@ -97,8 +131,16 @@ async fn serve_env_and_graceful_shutdown() {
         env!("CARGO_BIN_EXE_lanyard"),
         data.display()
     );
-    let curl = std::process::Command::new("bash").arg("-c").arg(&script).output().unwrap();
-    assert!(curl.status.success(), "{}", String::from_utf8_lossy(&curl.stderr));
+    let curl = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
     assert!(String::from_utf8_lossy(&curl.stdout).contains("ok"));
 
     // SIGTERM stops it cleanly.
@@ -133,7 +175,12 @@ async fn serve_with_postgres_url() {
     let port = free_port();
     let mut child = spawn_serve(&data, port, &["--database-url", db.url()]);
     wait_ready(&data, port).await;
-    let out = lanyard().arg("env").arg("--data-dir").arg(&data).output().unwrap();
+    let out = lanyard()
+        .arg("env")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("AZURE_CLIENT_SECRET"));
     assert_eq!(unsafe_free_kill(child.id() as i32, "INT"), 0);
     assert!(wait_exit(&mut child, 20).success());

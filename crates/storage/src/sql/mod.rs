@@ -242,7 +242,9 @@ pub(crate) fn database_error_fallback(db: &dyn DatabaseError) -> StoreError {
             if which.contains("role_assignments") {
                 StoreError::Conflict("role assignment already exists".to_string())
             } else {
-                StoreError::Conflict(format!("a record with the same key already exists ({which})"))
+                StoreError::Conflict(format!(
+                    "a record with the same key already exists ({which})"
+                ))
             }
         }
         _ => StoreError::Database(db.message().to_string()),
@@ -250,7 +252,8 @@ pub(crate) fn database_error_fallback(db: &dyn DatabaseError) -> StoreError {
 }
 
 pub(crate) fn to_json(what: &str, value: &impl Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|_| StoreError::Database(format!("{what} could not be encoded")))
+    serde_json::to_string(value)
+        .map_err(|_| StoreError::Database(format!("{what} could not be encoded")))
 }
 
 /// Decodes stored JSON. The message gives the position, never the text around it.
@@ -267,9 +270,8 @@ pub(crate) fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T
 
 /// Timestamps are stored as unix nanoseconds: exact, and they sort.
 pub(crate) fn to_nanos(t: OffsetDateTime) -> Result<i64, StoreError> {
-    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| {
-        StoreError::Database(format!("timestamp {t} is outside the storable range"))
-    })
+    i64::try_from(t.unix_timestamp_nanos())
+        .map_err(|_| StoreError::Database(format!("timestamp {t} is outside the storable range")))
 }
 
 pub(crate) fn from_nanos(what: &str, nanos: i64) -> Result<OffsetDateTime, StoreError> {
@@ -278,7 +280,8 @@ pub(crate) fn from_nanos(what: &str, nanos: i64) -> Result<OffsetDateTime, Store
 }
 
 pub(crate) fn parse_uuid(what: &str, text: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt(format!("{what}: stored id is not a uuid")))
+    Uuid::parse_str(text)
+        .map_err(|_| StoreError::Corrupt(format!("{what}: stored id is not a uuid")))
 }
 
 pub(crate) fn parse_resource_id(what: &str, text: &str) -> Result<ResourceId, StoreError> {

@@ -36,7 +36,12 @@ pub(crate) async fn meta<C: Conn + ?Sized>(c: &mut C, key: &str) -> Result<Optio
 }
 
 pub(crate) async fn tenants<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<Tenant>, Error> {
-    json_rows(c, "tenant", &Statement::new("SELECT body FROM tenants ORDER BY id")).await
+    json_rows(
+        c,
+        "tenant",
+        &Statement::new("SELECT body FROM tenants ORDER BY id"),
+    )
+    .await
 }
 
 pub(crate) async fn subscriptions<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<Subscription>, Error> {
@@ -75,7 +80,10 @@ pub(crate) async fn resources<C: Conn + ?Sized>(
         statement.and_within("key", scope, false);
     }
     if let Some(parent) = &query.parent {
-        statement.and().push("parent_key = ").push_bind(parent.key());
+        statement
+            .and()
+            .push("parent_key = ")
+            .push_bind(parent.key());
     }
     if let Some(resource_type) = &query.resource_type {
         let type_key = resource_type.to_ascii_lowercase();
@@ -94,7 +102,8 @@ pub(crate) async fn principal<C: Conn + ?Sized>(
     c: &mut C,
     object_id: Uuid,
 ) -> Result<Option<Principal>, Error> {
-    let statement = Statement::new("SELECT body FROM principals WHERE object_id = $1").bind(object_id);
+    let statement =
+        Statement::new("SELECT body FROM principals WHERE object_id = $1").bind(object_id);
     Ok(json_rows(c, "principal", &statement).await?.pop())
 }
 
@@ -102,7 +111,8 @@ pub(crate) async fn principal_by_client_id<C: Conn + ?Sized>(
     c: &mut C,
     client_id: Uuid,
 ) -> Result<Option<Principal>, Error> {
-    let statement = Statement::new("SELECT body FROM principals WHERE client_id = $1").bind(client_id);
+    let statement =
+        Statement::new("SELECT body FROM principals WHERE client_id = $1").bind(client_id);
     Ok(json_rows(c, "principal", &statement).await?.pop())
 }
 
@@ -173,7 +183,10 @@ pub(crate) async fn assignments<C: Conn + ?Sized>(
         statement.and_within("scope_key", scope, true);
     }
     if let Some(role) = query.role_definition {
-        statement.and().push("role_definition_id = ").push_bind(role);
+        statement
+            .and()
+            .push("role_definition_id = ")
+            .push_bind(role);
     }
     if let Some(after) = query.after {
         statement.and().push("id > ").push_bind(after);
@@ -196,10 +209,16 @@ pub(crate) async fn revocations<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<(Uuid
 /// Adds the time window of `query` on `time_ns`; both ends inclusive.
 fn and_window(statement: &mut Statement, query: &LogQuery) -> Result<(), Error> {
     if let Some(from) = query.from {
-        statement.and().push("time_ns >= ").push_bind(super::to_nanos(from)?);
+        statement
+            .and()
+            .push("time_ns >= ")
+            .push_bind(super::to_nanos(from)?);
     }
     if let Some(to) = query.to {
-        statement.and().push("time_ns <= ").push_bind(super::to_nanos(to)?);
+        statement
+            .and()
+            .push("time_ns <= ")
+            .push_bind(super::to_nanos(to)?);
     }
     Ok(())
 }
@@ -216,7 +235,9 @@ pub(crate) async fn activity<C: Conn + ?Sized>(
     if let Some(principal) = query.principal {
         statement.and().push("caller_id = ").push_bind(principal);
     }
-    statement.push(" ORDER BY time_ns DESC, id DESC").limit(query.limit);
+    statement
+        .push(" ORDER BY time_ns DESC, id DESC")
+        .limit(query.limit);
     json_rows(c, "activity record", &statement).await
 }
 
@@ -229,12 +250,18 @@ pub(crate) async fn sign_ins<C: Conn + ?Sized>(
     if let Some(principal) = query.principal {
         statement.and().push("principal_id = ").push_bind(principal);
     }
-    statement.push(" ORDER BY time_ns DESC, id DESC").limit(query.limit);
+    statement
+        .push(" ORDER BY time_ns DESC, id DESC")
+        .limit(query.limit);
     json_rows(c, "sign-in record", &statement).await
 }
 
 pub(crate) async fn keys<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<KeyRecord>, Error> {
-    let rows = c.fetch(&Statement::new("SELECT kid, body FROM signing_keys ORDER BY kid")).await?;
+    let rows = c
+        .fetch(&Statement::new(
+            "SELECT kid, body FROM signing_keys ORDER BY kid",
+        ))
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let kid = row.text(0)?;

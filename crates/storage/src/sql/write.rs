@@ -29,7 +29,8 @@ async fn resource_version<C: Conn + ?Sized>(
     c: &mut C,
     id: &ResourceId,
 ) -> Result<Option<i64>, Error> {
-    let statement = Statement::new("SELECT updated_at_ns FROM resources WHERE key = $1").bind(id.key());
+    let statement =
+        Statement::new("SELECT updated_at_ns FROM resources WHERE key = $1").bind(id.key());
     let rows = c.fetch(&statement).await?;
     match rows.first() {
         Some(row) => Ok(Some(super::SqlRow::int(row, 0)?)),
@@ -49,7 +50,9 @@ async fn check<C: Conn + ?Sized>(c: &mut C, expect: &Expect) -> Result<(), Error
         },
         Expect::ResourceUnchanged(id, updated_at) => match resource_version(c, id).await? {
             Some(stored) if stored == to_nanos(*updated_at)? => Ok(()),
-            Some(_) => Err(conflict(format!("resource `{id}` was changed concurrently"))),
+            Some(_) => Err(conflict(format!(
+                "resource `{id}` was changed concurrently"
+            ))),
             None => Err(conflict(format!("resource `{id}` does not exist"))),
         },
         Expect::PrincipalExists(object_id) => {

@@ -190,9 +190,7 @@ fn validate_domain(domain: &str) -> Result<(), ConfigError> {
         if label.is_empty() || label.len() > 63 {
             return Err(bad("has an empty or over-long label"));
         }
-        if !label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             || label.starts_with('-')
             || label.ends_with('-')
         {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use lanyard_domain::{SharedClock, Subscription, Tenant};
 use lanyard_storage::Store;
 
+use crate::access::AccessRuntime;
 use crate::config::Config;
+use crate::tokens::TokenRuntime;
+use lanyard_storage::{Batch, Change, StoreError};
 
 /// The tenant, subscription and administrator created at first start.
 #[derive(Debug, Clone)]
@@ -28,11 +31,34 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub clock: SharedClock,
     pub directory: Directory,
+    pub tokens: Arc<TokenRuntime>,
+    pub access: Arc<AccessRuntime>,
 }
 
 impl AppState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
+    }
+
+    /// Commits `batch` and brings the in-memory views (authorization index, revocations) in
+    /// step with it. Every write goes through here.
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let changes = batch.changes.clone();
+        self.store.commit(batch).await?;
+        for change in &changes {
+            if let Change::SetRevocation {
+                principal,
+                valid_after,
+            } = change
+            {
+                self.tokens.revoked(*principal, *valid_after);
+            }
+        }
+        if let Err(e) = self.access.apply(self.store.as_ref(), &changes).await {
+            // The write is durable; only the in-memory view lags. Say so loudly.
+            tracing::error!(error = %e, "authorization index could not follow a commit");
+        }
+        Ok(())
     }
 
     pub fn endpoints(&self) -> Endpoints {

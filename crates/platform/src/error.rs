@@ -61,7 +61,11 @@ impl ApiError {
         }
     }
 
-    pub fn arm(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn arm(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(Dialect::Arm, status, code, message)
     }
 
@@ -120,14 +124,20 @@ impl ApiError {
                 if let Some(t) = &self.target {
                     error["target"] = json!(t);
                 }
-                ("application/json; charset=utf-8", json!({ "error": error }).to_string().into_bytes())
+                (
+                    "application/json; charset=utf-8",
+                    json!({ "error": error }).to_string().into_bytes(),
+                )
             }
             Dialect::KeyVault => {
                 let mut error = json!({ "code": self.code, "message": self.message });
                 if let Some(inner) = &self.inner_code {
                     error["innererror"] = json!({ "code": inner });
                 }
-                ("application/json; charset=utf-8", json!({ "error": error }).to_string().into_bytes())
+                (
+                    "application/json; charset=utf-8",
+                    json!({ "error": error }).to_string().into_bytes(),
+                )
             }
             Dialect::Entra => {
                 let now = time::OffsetDateTime::now_utc();
@@ -142,11 +152,17 @@ impl ApiError {
                     "trace_id": Uuid::new_v4(),
                     "correlation_id": Uuid::new_v4(),
                 });
-                ("application/json; charset=utf-8", body.to_string().into_bytes())
+                (
+                    "application/json; charset=utf-8",
+                    body.to_string().into_bytes(),
+                )
             }
             Dialect::Identity => {
                 let body = json!({ "error": self.code, "error_description": self.message });
-                ("application/json; charset=utf-8", body.to_string().into_bytes())
+                (
+                    "application/json; charset=utf-8",
+                    body.to_string().into_bytes(),
+                )
             }
             Dialect::Blob => {
                 let xml = format!(
@@ -162,7 +178,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -232,8 +254,12 @@ mod tests {
     #[tokio::test]
     async fn arm_envelope() {
         let (status, _, body) = render(
-            ApiError::arm(StatusCode::NOT_FOUND, "ResourceGroupNotFound", "Resource group 'rg' could not be found.")
-                .with_target("rg"),
+            ApiError::arm(
+                StatusCode::NOT_FOUND,
+                "ResourceGroupNotFound",
+                "Resource group 'rg' could not be found.",
+            )
+            .with_target("rg"),
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -251,7 +277,10 @@ mod tests {
             "This request is not authorized to perform this operation using this permission <x>.",
         ))
         .await;
-        assert_eq!(headers["x-ms-error-code"], "AuthorizationPermissionMismatch");
+        assert_eq!(
+            headers["x-ms-error-code"],
+            "AuthorizationPermissionMismatch"
+        );
         assert!(body.contains("<Code>AuthorizationPermissionMismatch</Code>"));
         assert!(body.contains("&lt;x&gt;"));
     }
@@ -266,14 +295,24 @@ mod tests {
     #[tokio::test]
     async fn entra_shape() {
         let (_, _, body) = render(
-            ApiError::new(Dialect::Entra, StatusCode::BAD_REQUEST, "invalid_request", "AADSTS90002: Tenant 'x' not found.")
-                .with_error_codes(vec![90002]),
+            ApiError::new(
+                Dialect::Entra,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "AADSTS90002: Tenant 'x' not found.",
+            )
+            .with_error_codes(vec![90002]),
         )
         .await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"], "invalid_request");
         assert_eq!(v["error_codes"][0], 90002);
-        for k in ["timestamp", "trace_id", "correlation_id", "error_description"] {
+        for k in [
+            "timestamp",
+            "trace_id",
+            "correlation_id",
+            "error_description",
+        ] {
             assert!(v.get(k).is_some(), "{k}");
         }
     }

@@ -1,0 +1,22 @@
+//! What every Lanyard plane shares at run time.
+//!
+//! Layout:
+//! - [`access`]: the authorization index, loaded at start and kept in step with commits.
+//! - [`authn`]: the bearer token of a request, validated: who is calling.
+//! - [`config`]: flags, environment and TOML merged and validated.
+//! - [`state`]: [`AppState`], what handlers share; the public URL of each plane.
+//! - [`error`]: the one place errors become HTTP, in each plane's dialect.
+//! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation.
+//!
+//! The planes (token service, control plane, identity endpoints, Key Vault, blob) are crates
+//! of their own that build a router over [`AppState`]; `lanyard-server` composes them.
+
+pub mod access;
+pub mod authn;
+pub mod config;
+pub mod error;
+pub mod state;
+pub mod tokens;
+
+pub use error::{ApiError, Dialect};
+pub use state::{AppState, Directory, Endpoints, Shared};

@@ -1,0 +1,212 @@
+//! The token runtime: the signing key ring kept in memory and in the store, token issuance,
+//! and validation for every plane with immediate revocation.
+//!
+//! Keys are persisted sealed under the key-encryption key. [`TokenRuntime::tick`] follows
+//! the rotation schedule and persists what changed before the change is visible to signers,
+//! so a restart never loses a key that signed a live token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use lanyard_domain::SharedClock;
+use lanyard_storage::{Batch, Change, KeyRecord, Store, StoreError};
+use lanyard_token::claims::TokenPolicy;
+use lanyard_token::jwk::JwkSet;
+use lanyard_token::{
+    issue, AccessTokenClaims, IssuerConfig, Kek, KeyChange, KeyError, KeyRing, MintError,
+    MintedToken, Revocation, RotationPolicy, StoredKey, TokenRequest, ValidatedToken,
+    ValidationConfig, ValidationError, Validator,
+};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("stored signing key `{kid}` is corrupt: {reason}")]
+    Corrupt { kid: String, reason: String },
+}
+
+/// Revocation epochs by principal, mirrored from the store.
+#[derive(Debug, Default)]
+struct Revocations(RwLock<HashMap<Uuid, i64>>);
+
+impl Revocation for Revocations {
+    fn valid_after(&self, oid: Uuid) -> Option<i64> {
+        self.0.read().ok().and_then(|m| m.get(&oid).copied())
+    }
+}
+
+/// Keys, issuance and validation.
+pub struct TokenRuntime {
+    kek: Kek,
+    ring: RwLock<KeyRing>,
+    policy: TokenPolicy,
+    tenants: Vec<Uuid>,
+    revocations: Revocations,
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+}
+
+impl TokenRuntime {
+    /// Loads the key ring and revocations; creates the first key on an empty store.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        kek: Kek,
+        clock: SharedClock,
+        rotation: RotationPolicy,
+        lifetime_secs: i64,
+        tenants: Vec<Uuid>,
+    ) -> Result<Self, TokenRuntimeError> {
+        let mut records = Vec::new();
+        for record in store.keys().await? {
+            let stored: StoredKey =
+                serde_json::from_value(record.body).map_err(|e| TokenRuntimeError::Corrupt {
+                    kid: record.kid.clone(),
+                    reason: e.to_string(),
+                })?;
+            records.push(stored);
+        }
+        let ring = KeyRing::load(rotation, records, &kek)?;
+        let revocations = Revocations(RwLock::new(
+            store.revocations().await?.into_iter().collect(),
+        ));
+        let runtime = Self {
+            kek,
+            ring: RwLock::new(ring),
+            policy: TokenPolicy {
+                issuers: IssuerConfig::default(),
+                lifetime_secs,
+            },
+            tenants,
+            revocations,
+            store,
+            clock,
+        };
+        runtime.tick().await?;
+        Ok(runtime)
+    }
+
+    /// Carries out whatever the rotation schedule says is due now, persisting it first.
+    pub async fn tick(&self) -> Result<Vec<KeyChange>, TokenRuntimeError> {
+        self.change_ring(|ring, clock, kek| ring.tick(clock, kek))
+            .await
+    }
+
+    /// Makes the next key sign now (publishing one first if there is none).
+    pub async fn rotate_now(&self) -> Result<Vec<KeyChange>, TokenRuntimeError> {
+        self.change_ring(|ring, clock, kek| ring.rotate_now(clock, kek))
+            .await
+    }
+
+    /// Applies `f` to a copy of the ring's state, persists the result, then installs it.
+    async fn change_ring(
+        &self,
+        f: impl FnOnce(
+            &mut KeyRing,
+            &dyn lanyard_domain::Clock,
+            &Kek,
+        ) -> Result<Vec<KeyChange>, KeyError>,
+    ) -> Result<Vec<KeyChange>, TokenRuntimeError> {
+        let (policy, records) = {
+            let ring = self.read_ring();
+            (*ring.policy(), ring.stored())
+        };
+        // Work on a private copy so signers never see a key that is not yet persisted.
+        let mut next = KeyRing::load(policy, records, &self.kek)?;
+        let changes = f(&mut next, self.clock.as_ref(), &self.kek)?;
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        let mut batch = Batch::new();
+        for stored in next.stored() {
+            let body = serde_json::to_value(&stored).map_err(|e| TokenRuntimeError::Corrupt {
+                kid: stored.kid.clone(),
+                reason: e.to_string(),
+            })?;
+            batch.push(Change::PutKey(KeyRecord {
+                kid: stored.kid.clone(),
+                body,
+            }));
+        }
+        for change in &changes {
+            if let KeyChange::Removed { kid } = change {
+                batch.push(Change::DeleteKey(kid.clone()));
+            }
+        }
+        self.store.commit(batch).await?;
+        if let Ok(mut ring) = self.ring.write() {
+            *ring = next;
+        }
+        for change in &changes {
+            tracing::info!(?change, "signing key change");
+        }
+        Ok(changes)
+    }
+
+    fn read_ring(&self) -> std::sync::RwLockReadGuard<'_, KeyRing> {
+        // A poisoned lock only means a panic elsewhere; the ring itself is always whole.
+        self.ring.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The published keys.
+    pub fn jwks(&self) -> JwkSet {
+        self.read_ring().jwks()
+    }
+
+    pub fn policy(&self) -> &TokenPolicy {
+        &self.policy
+    }
+
+    /// Issues a token now.
+    pub fn issue(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<(MintedToken, AccessTokenClaims), MintError> {
+        issue(&self.read_ring(), &self.policy, request, self.clock.unix())
+    }
+
+    /// A validator accepting `audiences` (each with and without a trailing slash) from our
+    /// tenants and issuers.
+    pub fn validator<S: AsRef<str>>(&self, audiences: impl IntoIterator<Item = S>) -> Validator {
+        Validator::new(ValidationConfig::new(
+            &self.policy.issuers,
+            self.tenants.iter().copied(),
+            audiences,
+        ))
+    }
+
+    /// Validates `token` with `validator` against the published keys and revocations.
+    pub fn validate(
+        &self,
+        validator: &Validator,
+        token: &str,
+    ) -> Result<Arc<ValidatedToken>, ValidationError> {
+        let ring = self.read_ring();
+        validator.validate(token, &*ring, &self.revocations, self.clock.unix())
+    }
+
+    /// The change that revokes every token of `principal` issued up to now; commit it with
+    /// the change that causes it, then call [`Self::revoked`].
+    pub fn revocation(&self, principal: Uuid) -> (Change, i64) {
+        // Tokens carry whole seconds: one minted in this same second is revoked too.
+        let valid_after = self.clock.unix() + 1;
+        (
+            Change::SetRevocation {
+                principal,
+                valid_after,
+            },
+            valid_after,
+        )
+    }
+
+    /// Records in memory a revocation that has been committed.
+    pub fn revoked(&self, principal: Uuid, valid_after: i64) {
+        if let Ok(mut m) = self.revocations.0.write() {
+            let entry = m.entry(principal).or_insert(valid_after);
+            *entry = (*entry).max(valid_after);
+        }
+    }
+}
