@@ -105,7 +105,7 @@ async fn dispatch_by_host(State(d): State<Dispatch>, request: Request) -> Respon
             }
         }
         Plane::Management => d.planes.management,
-        Plane::Login => d.planes.login,
+        Plane::Login | Plane::Graph => d.planes.login,
         Plane::Vault(name) => {
             let mut request = request;
             request.extensions_mut().insert(VaultName(name));
@@ -136,11 +136,15 @@ async fn call(router: Router, request: Request) -> Response {
 }
 
 /// Token-service paths: `/{tenant}/oauth2/...`, `/{tenant}/v2.0/.well-known/...`,
-/// `/{tenant}/.well-known/...`, `/{tenant}/discovery/...`, `/common/...`.
+/// `/{tenant}/.well-known/...`, `/{tenant}/discovery/...`, and Graph's `/v1.0/...`.
 pub fn is_login_path(path: &str) -> bool {
     let mut parts = path.trim_start_matches('/').splitn(3, '/');
     let first = parts.next().unwrap_or("");
     let second = parts.next().unwrap_or("").to_ascii_lowercase();
+    // Microsoft Graph's application and service principal endpoints live with the token service.
+    if first.eq_ignore_ascii_case("v1.0") {
+        return true;
+    }
     if first.eq_ignore_ascii_case("subscriptions")
         || first.eq_ignore_ascii_case("providers")
         || first.eq_ignore_ascii_case("tenants")

@@ -1,6 +1,7 @@
 //! Routing by host name.
 //!
-//! `management.{domain}` is the control plane, `login.{domain}` the token service,
+//! `management.{domain}` is the control plane, `login.{domain}` the token service (and
+//! `graph.{domain}` its app-registration API),
 //! `{vault}.vault.{domain}` a Key Vault, `{account}.blob.{domain}` a storage account.
 //! `localhost`, loopback addresses and `{domain}` itself serve the control plane and the token
 //! service together (their paths do not collide), so a client needs name resolution only for
@@ -13,6 +14,8 @@ pub enum Plane {
     Combined,
     Management,
     Login,
+    /// `graph.{domain}`: the Microsoft Graph subset for app registrations (token service).
+    Graph,
     Vault(String),
     Blob(String),
     Unknown(String),
@@ -30,6 +33,7 @@ pub fn classify(host: &str, domain: &str) -> Plane {
     match prefix {
         "management" => Plane::Management,
         "login" => Plane::Login,
+        "graph" => Plane::Graph,
         _ => {
             if let Some(name) = prefix.strip_suffix(".vault") {
                 if is_label(name) {

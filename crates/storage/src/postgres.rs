@@ -221,7 +221,13 @@ impl Store for PgStore {
         let mut attempt = 1;
         loop {
             match self.try_commit(&batch).await {
-                Err(e) if is_retryable(&e) && attempt < COMMIT_ATTEMPTS => {
+                Err(e) if is_retryable(&e) => {
+                    if attempt == COMMIT_ATTEMPTS {
+                        return Err(StoreError::Database(format!(
+                            "gave up after {attempt} attempts: {}",
+                            map_error(e)
+                        )));
+                    }
                     tracing::debug!(attempt, "batch failed to serialize, retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;

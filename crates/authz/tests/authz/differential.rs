@@ -137,7 +137,8 @@ impl World {
 fn compare(world: &World, rng: &mut Rng, requests: usize) -> usize {
     let mut allowed = 0;
     for _ in 0..requests {
-        let action = cased(*rng.pick(ACTIONS), rng.below(3));
+        let picked: &&str = rng.pick(ACTIONS);
+        let action = cased(picked, rng.below(3));
         let kind = if rng.chance(50) {
             ActionKind::Control
         } else {
