@@ -7,7 +7,9 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage (clap's own), 3 access denied.
 
+mod client;
 mod env;
+mod run;
 mod serve;
 
 use std::process::ExitCode;
@@ -32,21 +34,24 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print `export` lines that point Azure SDKs and tools at a Lanyard data directory.
     Env(env::EnvArgs),
+    /// Run a command as a resource, with that resource's managed identity.
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
-        Command::Env(args) => env::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Env(args) => env::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line: the chain of causes joined, as operators read it.
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("error: {}", chain.join(": "));
-            ExitCode::from(1)
+            ExitCode::from(client::exit_code(&e))
         }
     }
 }

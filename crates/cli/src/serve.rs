@@ -35,6 +35,9 @@ pub struct ServerArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LANYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Apply Azure's identity-endpoint limits (20 requests/s and 5 at once per resource).
+    #[arg(long, env = "LANYARD_IDENTITY_THROTTLING")]
+    pub identity_throttling: Option<bool>,
 }
 
 impl ServerArgs {
@@ -47,6 +50,7 @@ impl ServerArgs {
             domain: self.domain.clone(),
             database_url: self.database_url.clone(),
             log_format: self.log_format.clone(),
+            identity_throttling: self.identity_throttling,
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);

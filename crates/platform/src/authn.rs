@@ -106,3 +106,40 @@ mod tests {
         assert_eq!(bearer_token(&HeaderMap::new()), Err(AuthFailure::Missing));
     }
 }
+
+/// A 401 in ARM's dialect, with the `WWW-Authenticate` challenge ARM clients read.
+pub fn arm_unauthorized(failure: &AuthFailure, login: &str) -> crate::ApiError {
+    use lanyard_token::ValidationError as V;
+    let (code, message) = match failure {
+        AuthFailure::Missing => (
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.".to_string(),
+        ),
+        AuthFailure::NotBearer => (
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is not a bearer token.".to_string(),
+        ),
+        AuthFailure::Invalid(V::Expired { .. }) => (
+            "ExpiredAuthenticationToken",
+            "The access token expiry UTC time is earlier than current UTC time.".to_string(),
+        ),
+        AuthFailure::Invalid(V::WrongAudience(aud)) => (
+            "InvalidAuthenticationTokenAudience",
+            format!("The access token has been obtained for wrong audience or resource '{aud}'."),
+        ),
+        AuthFailure::Invalid(V::WrongTenant(_) | V::WrongIssuer(_)) => (
+            "InvalidAuthenticationTokenTenant",
+            "The access token is from the wrong issuer or tenant.".to_string(),
+        ),
+        AuthFailure::Invalid(e) => (
+            "InvalidAuthenticationToken",
+            format!("The access token is invalid: {e}."),
+        ),
+    };
+    let challenge = format!(
+        "Bearer authorization_uri=\"{login}\", error=\"invalid_token\", error_description=\"{}\"",
+        message.replace('"', "'")
+    );
+    crate::ApiError::arm(axum::http::StatusCode::UNAUTHORIZED, code, message)
+        .with_header(axum::http::header::WWW_AUTHENTICATE, &challenge)
+}

@@ -23,6 +23,8 @@ pub struct ConfigLayer {
     pub key_rotation_secs: Option<u64>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// Azure's identity-endpoint limits (20 requests/s, 5 at once per resource).
+    pub identity_throttling: Option<bool>,
 }
 
 impl ConfigLayer {
@@ -37,6 +39,7 @@ impl ConfigLayer {
             token_lifetime_secs: self.token_lifetime_secs.or(lower.token_lifetime_secs),
             key_rotation_secs: self.key_rotation_secs.or(lower.key_rotation_secs),
             log_format: self.log_format.or(lower.log_format),
+            identity_throttling: self.identity_throttling.or(lower.identity_throttling),
         }
     }
 
@@ -79,6 +82,7 @@ pub struct Config {
     pub token_lifetime: Duration,
     pub key_rotation: Duration,
     pub log_format: LogFormat,
+    pub identity_throttling: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +170,7 @@ impl Config {
             token_lifetime,
             key_rotation,
             log_format,
+            identity_throttling: layer.identity_throttling.unwrap_or(false),
         })
     }
 

@@ -6,6 +6,7 @@
 //! - [`config`]: flags, environment and TOML merged and validated.
 //! - [`state`]: [`AppState`], what handlers share; the public URL of each plane.
 //! - [`error`]: the one place errors become HTTP, in each plane's dialect.
+//! - [`serve`]: the accept loops (TLS and plain HTTP) with graceful shutdown.
 //! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation.
 //!
 //! The planes (token service, control plane, identity endpoints, Key Vault, blob) are crates
@@ -15,6 +16,7 @@ pub mod access;
 pub mod authn;
 pub mod config;
 pub mod error;
+pub mod serve;
 pub mod state;
 pub mod tokens;
 

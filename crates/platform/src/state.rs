@@ -33,6 +33,9 @@ pub struct Shared {
     pub directory: Directory,
     pub tokens: Arc<TokenRuntime>,
     pub access: Arc<AccessRuntime>,
+    /// Bumped by every commit that could change which identity a resource holds or whether
+    /// a principal exists; caches of derived answers compare it instead of re-reading.
+    pub generation: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -45,6 +48,20 @@ impl AppState {
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let changes = batch.changes.clone();
         self.store.commit(batch).await?;
+        if changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::PutResource(_)
+                    | Change::DeleteResource(_)
+                    | Change::DeleteResourcesWithin(_)
+                    | Change::PutPrincipal(_)
+                    | Change::DeletePrincipal(_)
+                    | Change::SetRevocation { .. }
+            )
+        }) {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         for change in &changes {
             if let Change::SetRevocation {
                 principal,
@@ -59,6 +76,21 @@ impl AppState {
             tracing::error!(error = %e, "authorization index could not follow a commit");
         }
         Ok(())
+    }
+
+    /// The current commit generation (see [`Shared::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Audiences the control plane accepts: ours and Azure's public ones.
+    pub fn management_audiences(&self) -> Vec<String> {
+        vec![
+            format!("https://management.{}/", self.config.domain),
+            self.endpoints().management(),
+            "https://management.azure.com/".to_string(),
+            "https://management.core.windows.net/".to_string(),
+        ]
     }
 
     pub fn endpoints(&self) -> Endpoints {

@@ -34,7 +34,10 @@ pub struct Planes {
 impl Planes {
     pub fn new(state: &AppState) -> Self {
         Self {
-            management: lanyard_arm::router(state.clone()),
+            management: lanyard_imds::admin::router(lanyard_imds::IdentityService::start(
+                state.clone(),
+            ))
+            .merge(lanyard_arm::router(state.clone())),
             login: lanyard_login::router(state.clone()),
             vault: Router::new().fallback(|| async { not_found(Dialect::KeyVault) }),
             blob: Router::new().fallback(|| async { not_found(Dialect::Blob) }),

@@ -7,7 +7,6 @@
 //! - [`bootstrap`]: the tenant, subscription and administrator made at first start.
 //! - [`hosts`]: which plane a host name belongs to.
 //! - [`app`]: the router of routers, and the layers every request passes.
-//! - [`serve`]: the accept loops (TLS and plain), with graceful shutdown.
 //! - [`telemetry`]: structured logs with a request id on every line.
 //!
 //! [`Server::prepare`] does everything that can fail before a socket is involved;
@@ -18,7 +17,6 @@ pub mod app;
 pub mod bootstrap;
 pub mod datadir;
 pub mod hosts;
-pub mod serve;
 pub mod telemetry;
 pub mod tls;
 
@@ -169,6 +167,7 @@ impl Server {
             directory: self.directory,
             tokens: Arc::clone(&self.tokens),
             access: Arc::clone(&self.access),
+            generation: Default::default(),
         });
         let ticker = tokio::spawn(rotate_keys(Arc::clone(&self.tokens)));
         tracing::info!(
@@ -177,7 +176,7 @@ impl Server {
             backend = state.store.backend(),
             "lanyard is ready"
         );
-        serve::serve_tls(
+        lanyard_platform::serve::serve_tls(
             listener,
             self.tls.server_config,
             app::router(state),

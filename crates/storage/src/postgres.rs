@@ -33,8 +33,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller waits for a pooled connection (including reconnecting).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_SIZE: u32 = 8;
-/// Tries per batch when transactions keep failing to serialize.
-const COMMIT_ATTEMPTS: u32 = 8;
+/// Tries per batch when transactions keep failing to serialize. Writers that touch the same
+/// index pages conflict under SSI even when their rows differ, so allow a good number.
+const COMMIT_ATTEMPTS: u32 = 12;
 /// Tries for the migrations, when another process migrates the same database at once.
 const MIGRATE_ATTEMPTS: u32 = 3;
 
@@ -70,12 +71,18 @@ impl PgStore {
         let mut first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
             .await
             .map_err(|_| unavailable(format!("timed out after {}s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| unavailable(map_error(e.into()).to_string()))?;
+            .map_err(|e| unavailable(sql::detail(map_error(e.into()))))?;
         let migrated = migrate(&mut first).await;
         if let Err(e) = first.close().await {
             tracing::debug!(error = %map_error(e.into()), "closing the migration connection failed");
         }
-        migrated?;
+        migrated.map_err(|e| match e {
+            e @ StoreError::Unavailable(_) => e,
+            other => StoreError::Unavailable(format!(
+                "cannot migrate postgresql at {target}: {}",
+                sql::detail(other)
+            )),
+        })?;
 
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)

@@ -84,10 +84,12 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error(path, e))?;
         migrate(&writer).await.map_err(|e| match e {
-            StoreError::Unavailable(m) => StoreError::Unavailable(m),
-            other => {
-                StoreError::Unavailable(format!("cannot migrate `{}`: {other}", path.display()))
-            }
+            e @ StoreError::Unavailable(_) => e,
+            other => StoreError::Unavailable(format!(
+                "cannot migrate `{}`: {}",
+                path.display(),
+                sql::detail(other)
+            )),
         })?;
 
         let readers = SqlitePoolOptions::new()
@@ -180,12 +182,7 @@ fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
             ));
         }
     }
-    let why = match map_error(e.into()) {
-        StoreError::Unavailable(m)
-        | StoreError::Corrupt(m)
-        | StoreError::Database(m)
-        | StoreError::Conflict(m) => m,
-    };
+    let why = sql::detail(map_error(e.into()));
     StoreError::Unavailable(format!(
         "cannot open sqlite database `{}`: {why}",
         path.display()

@@ -1646,11 +1646,40 @@ async fn postgres_unreachable_is_unavailable_within_seconds() {
                 "the password must not leak: {message}"
             );
             assert!(!message.contains('\n'), "one line: {message}");
+            assert!(
+                !message.contains("unavailable"),
+                "said once, by the kind: {message}"
+            );
         }
         Err(other) => panic!("expected unavailable, got {other:?}"),
         Ok(_) => panic!("connected to port 1?"),
     }
     assert!(elapsed < Duration::from_secs(7), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn postgres_that_never_answers_is_unavailable_within_seconds() {
+    // Accepts the connection, then says nothing: the client must not wait forever.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let result = lanyard_storage::open(&format!("postgres://lanyard@127.0.0.1:{port}/db")).await;
+    let elapsed = started.elapsed();
+    silent.abort();
+    match result {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("timed out"), "{message}");
+        }
+        Err(other) => panic!("expected unavailable, got {other:?}"),
+        Ok(_) => panic!("a silent server cannot be a database"),
+    }
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
 }
 
 #[tokio::test]

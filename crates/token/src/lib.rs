@@ -7,14 +7,13 @@
 //!
 //! Layout:
 //! - [`kek`]: the key-encryption key (AES-256-GCM) that seals signing keys at rest, and the
-//!   per-vault [`DataKey`](kek::DataKey) it wraps.
+//!   per-vault [`DataKey`] it wraps.
 //! - [`keys`]: RSA-2048 signing keys with self-signed certificates, the persisted
-//!   [`StoredKey`](keys::StoredKey) record, the two-slot [`KeyRing`](keys::KeyRing) with its
-//!   rotation schedule, and the JWKS.
+//!   [`StoredKey`] record, the two-slot [`KeyRing`] with its rotation schedule, and the JWKS.
 //! - [`jwk`]: public keys as JSON Web Keys, for our own JWKS and for external issuers'.
 //! - [`claims`]: access-token claims exactly as Entra writes them (v1 and v2), issuers, and
 //!   the `R/.default` ↔ `R` scope rules.
-//! - [`mint`]: signs claims with the ring's current key into a compact JWT.
+//! - [`mod@mint`]: signs claims with the ring's current key into a compact JWT.
 //! - [`validate`]: strict validation of our own tokens, with a revocation hook and a bounded
 //!   cache of already-validated tokens.
 //! - [`credentials`]: client secrets (salted hashes), certificate credentials and their client
@@ -44,6 +43,7 @@ pub use credentials::{
     FederatedCredential, SecretHash,
 };
 pub use entra_error::TokenServiceError;
+pub use jwk::{Jwk, JwkSet, KeySet, VerifyingKey};
 pub use kek::{DataKey, Kek, KekError};
 pub use keys::{
     KeyAction, KeyChange, KeyError, KeyRing, KeyState, RotationPolicy, SigningKey, StoredKey,

@@ -2,10 +2,10 @@
 //!
 //! Checks, in order: compact-JWS shape (strict base64url, no padding); `alg` is RS256 and
 //! nothing else (`none`, HS256 and everything else are refused before any key is touched);
-//! `kid` names a key we publish (current, next or retired); the RS256 signature; `exp`/`nbf`
-//! within the clock skew (default 5 minutes, the tolerance Entra's own libraries apply);
-//! `tid` is an accepted tenant; `iss` is that tenant's v1 or v2 issuer; `aud` is an accepted
-//! audience; and finally the [`Revocation`] hook, so deleting a principal or detaching an
+//! `kid` names a key we publish (current, next or retired); the RS256 signature; `tid` is an
+//! accepted tenant; `iss` is that tenant's v1 or v2 issuer; `aud` is an accepted audience;
+//! `exp`/`nbf` within the clock skew (default 5 minutes, the tolerance Entra's own libraries
+//! apply); and finally the [`Revocation`] hook, so deleting a principal or detaching an
 //! identity takes effect on the next request rather than when the token expires.
 //!
 //! Validated tokens are cached by SHA-256 of the token. A cache hit still checks expiry,

@@ -251,6 +251,16 @@ pub(crate) fn database_error_fallback(db: &dyn DatabaseError) -> StoreError {
     }
 }
 
+/// The message inside a [`StoreError`], without its kind, for wrapping in another.
+pub(crate) fn detail(e: StoreError) -> String {
+    match e {
+        StoreError::Conflict(m)
+        | StoreError::Unavailable(m)
+        | StoreError::Corrupt(m)
+        | StoreError::Database(m) => m,
+    }
+}
+
 pub(crate) fn to_json(what: &str, value: &impl Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|_| StoreError::Database(format!("{what} could not be encoded")))

@@ -1,0 +1,229 @@
+//! The session API on the management host, used by `lanyard run --as`:
+//! `POST /lanyard/sessions` opens one, `POST /lanyard/sessions/{id}/renew` keeps it alive,
+//! `DELETE /lanyard/sessions/{id}` ends it.
+//!
+//! Opening a session for a resource needs write permission on it: whoever can run code on a
+//! resource can use its identity.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use lanyard_authz::AccessRequest;
+use lanyard_domain::ResourceId;
+use lanyard_platform::authn::{self, Caller};
+use lanyard_platform::error::from_store;
+use lanyard_platform::{ApiError, Dialect};
+use lanyard_storage::ResourceQuery;
+use lanyard_token::Validator;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::service::{IdentityService, Session};
+
+/// Resource types whose code can run as their identity.
+pub const WORKLOAD_TYPES: &[&str] = &[
+    "Microsoft.Compute/virtualMachines",
+    "Microsoft.Compute/virtualMachineScaleSets",
+    "Microsoft.Web/sites",
+    "Microsoft.App/containerApps",
+];
+
+#[derive(Clone)]
+struct AdminState {
+    service: Arc<IdentityService>,
+    validator: Arc<Validator>,
+}
+
+/// Routes for the management host. They carry no fallback, so they merge with the control
+/// plane's router.
+pub fn router(service: Arc<IdentityService>) -> Router {
+    let validator = Arc::new(
+        service
+            .app
+            .tokens
+            .validator(service.app.management_audiences()),
+    );
+    Router::new()
+        .route("/lanyard/sessions", post(open))
+        .route("/lanyard/sessions/{id}", delete(end))
+        .route("/lanyard/sessions/{id}/renew", post(renew))
+        .with_state(AdminState { service, validator })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenRequest {
+    /// A resource id, or the name of a compute resource in the subscription.
+    resource: String,
+}
+
+fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    authn::authenticate(&state.service.app.tokens, &state.validator, headers)
+        .map_err(|f| authn::arm_unauthorized(&f, &state.service.app.endpoints().localhost()))
+}
+
+async fn open(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    let request: OpenRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::arm(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            format!("The request content is not valid: {e}."),
+        )
+    })?;
+    let resource = find_workload(&state, &request.resource).await?;
+    let action = format!("{}/write", resource.resource_type());
+    let decision = state
+        .service
+        .app
+        .access
+        .check(&AccessRequest::control(caller.object_id, &action, &resource));
+    if !decision.is_allowed() {
+        return Err(ApiError::arm(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!(
+                "The client '{oid}' with object id '{oid}' does not have authorization to perform action '{action}' over scope '{resource}' or the scope is invalid. {}",
+                decision.explain(),
+                oid = caller.object_id,
+            ),
+        ));
+    }
+    let (session, secret) = state
+        .service
+        .open_session(resource, caller.object_id)
+        .await
+        .map_err(|e| ApiError::internal(Dialect::Arm, &e))?;
+    Ok((StatusCode::CREATED, Json(describe(&session, Some(&secret)))).into_response())
+}
+
+fn describe(session: &Session, secret: Option<&str>) -> serde_json::Value {
+    let base = format!("http://{}", session.addr);
+    let mut v = json!({
+        "id": session.id,
+        "resourceId": session.resource.as_str(),
+        "identityEndpoint": format!("{base}/msi/token"),
+        "imdsEndpoint": base,
+        "expiresOn": session.expires_at(),
+    });
+    if let Some(secret) = secret {
+        v["identityHeader"] = json!(secret);
+    }
+    v
+}
+
+/// Resolves an id or a name to a workload resource that exists.
+async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceId, ApiError> {
+    let app = &state.service.app;
+    let store = app.store.as_ref();
+    if given.starts_with('/') {
+        let id = ResourceId::parse(given).map_err(|e| {
+            ApiError::arm(StatusCode::BAD_REQUEST, "InvalidResourceId", e.to_string())
+        })?;
+        if !WORKLOAD_TYPES.iter().any(|t| id.is_type(t)) {
+            return Err(ApiError::arm(
+                StatusCode::BAD_REQUEST,
+                "InvalidResourceType",
+                format!(
+                    "`{id}` is not a resource that runs code; use one of: {}.",
+                    WORKLOAD_TYPES.join(", ")
+                ),
+            ));
+        }
+        return match store.resource(&id).await {
+            Ok(Some(r)) => Ok(r.id),
+            Ok(None) => Err(not_found(given)),
+            Err(e) => Err(from_store(Dialect::Arm, &e)),
+        };
+    }
+    let subscription = ResourceId::subscription(&app.directory.subscription.id.to_string());
+    let mut matches = Vec::new();
+    for ty in WORKLOAD_TYPES {
+        let found = store
+            .resources(&ResourceQuery {
+                within: Some(subscription.clone()),
+                resource_type: Some((*ty).to_string()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| from_store(Dialect::Arm, &e))?;
+        matches.extend(
+            found
+                .into_iter()
+                .filter(|r| r.id.name().eq_ignore_ascii_case(given))
+                .map(|r| r.id),
+        );
+    }
+    match matches.len() {
+        0 => Err(not_found(given)),
+        1 => Ok(matches.remove(0)),
+        _ => Err(ApiError::arm(
+            StatusCode::BAD_REQUEST,
+            "AmbiguousResourceName",
+            format!(
+                "More than one resource is named `{given}`; give its id: {}.",
+                matches
+                    .iter()
+                    .map(ResourceId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+fn not_found(given: &str) -> ApiError {
+    ApiError::arm(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        format!("The resource `{given}` was not found."),
+    )
+}
+
+fn owned_session(state: &AdminState, caller: &Caller, id: &str) -> Result<Arc<Session>, ApiError> {
+    let missing = || {
+        ApiError::arm(
+            StatusCode::NOT_FOUND,
+            "SessionNotFound",
+            format!("There is no open session `{id}`."),
+        )
+    };
+    let id = Uuid::parse_str(id).map_err(|_| missing())?;
+    let session = state.service.session(id).ok_or_else(missing)?;
+    // Another caller's session is none of this caller's business: same answer as absent.
+    if session.owner != caller.object_id {
+        return Err(missing());
+    }
+    Ok(session)
+}
+
+async fn renew(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    let session = owned_session(&state, &caller, &id)?;
+    state.service.renew(&session);
+    Ok(Json(describe(&session, None)).into_response())
+}
+
+async fn end(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    let session = owned_session(&state, &caller, &id)?;
+    state.service.end_session(session.id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
