@@ -60,7 +60,8 @@ impl Connection {
     /// `REQUESTS_CA_BUNDLE`, `AZURE_SUBSCRIPTION_ID`.
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |name: &str| {
-            std::env::var(name).map_err(|_| anyhow!("`{name}` is not set and no data directory was found"))
+            std::env::var(name)
+                .map_err(|_| anyhow!("`{name}` is not set and no data directory was found"))
         };
         Self::new(
             var("LANYARD_ARM_URL")?,
@@ -81,7 +82,10 @@ impl Connection {
             return Self::from_data_dir(&root);
         }
         if data_dir.is_some() {
-            bail!("`{}` holds no administrator credential (admin.json)", root.display());
+            bail!(
+                "`{}` holds no administrator credential (admin.json)",
+                root.display()
+            );
         }
         Self::from_env()
     }
@@ -169,7 +173,10 @@ impl Connection {
         if !status.is_success() {
             return Err(ServiceError {
                 status: status.as_u16(),
-                code: json["error"]["code"].as_str().unwrap_or("error").to_string(),
+                code: json["error"]["code"]
+                    .as_str()
+                    .unwrap_or("error")
+                    .to_string(),
                 message: json["error"]["message"]
                     .as_str()
                     .unwrap_or(text.as_str())

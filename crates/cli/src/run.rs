@@ -131,7 +131,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 async fn end_session(conn: &Connection, id: &str) {
     let path = format!("/lanyard/sessions/{id}");
-    if let Err(e) = conn.arm(reqwest::Method::DELETE, &path, None::<&Value>).await {
+    if let Err(e) = conn
+        .arm(reqwest::Method::DELETE, &path, None::<&Value>)
+        .await
+    {
         eprintln!("warning: could not end the session (it expires by itself): {e}");
     }
 }

@@ -82,11 +82,11 @@ async fn open(
     })?;
     let resource = find_workload(&state, &request.resource).await?;
     let action = format!("{}/write", resource.resource_type());
-    let decision = state
-        .service
-        .app
-        .access
-        .check(&AccessRequest::control(caller.object_id, &action, &resource));
+    let decision = state.service.app.access.check(&AccessRequest::control(
+        caller.object_id,
+        &action,
+        &resource,
+    ));
     if !decision.is_allowed() {
         return Err(ApiError::arm(
             StatusCode::FORBIDDEN,

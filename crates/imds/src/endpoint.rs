@@ -102,16 +102,35 @@ async fn respond(
         Ok((body, principal, client_id, fresh)) => {
             // A cached answer was already logged when it was minted.
             if fresh {
-                service.record(signin(service, session, source, &resource, Some(principal), client_id, None));
+                service.record(signin(
+                    service,
+                    session,
+                    source,
+                    &resource,
+                    Some(principal),
+                    client_id,
+                    None,
+                ));
             }
             (
-                [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/json; charset=utf-8",
+                )],
                 body.to_vec(),
             )
                 .into_response()
         }
         Err(refusal) => {
-            service.record(signin(service, session, source, &resource, None, None, Some(&refusal)));
+            service.record(signin(
+                service,
+                session,
+                source,
+                &resource,
+                None,
+                None,
+                Some(&refusal),
+            ));
             refuse(&refusal)
         }
     }
@@ -187,7 +206,12 @@ fn signin(
         resource: resource.chars().take(512).collect(),
         source: source.to_string(),
         session: Some(format!("{} ({})", session.id, session.resource)),
-        result: if refusal.is_some() { "failure" } else { "success" }.to_string(),
+        result: if refusal.is_some() {
+            "failure"
+        } else {
+            "success"
+        }
+        .to_string(),
         reason: refusal.map(|r| r.to_string()),
     }
 }

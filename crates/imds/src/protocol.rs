@@ -67,10 +67,21 @@ impl Refusal {
         match self {
             Self::MissingMetadata => ("bad_request_102", self.to_string()),
             Self::IdentityNotFound => ("invalid_request", self.to_string()),
-            Self::Throttled => ("too_many_requests", "Too many requests. Retry later.".into()),
-            Self::Forwarded => ("forbidden", "Requests through a proxy (X-Forwarded-For) are refused.".into()),
-            Self::BadIdentityHeader => ("unauthorized", "The identity header is missing or does not match this workload.".into()),
-            Self::DuplicateParameter(_) | Self::BadRequest(_) => ("invalid_request", self.to_string()),
+            Self::Throttled => (
+                "too_many_requests",
+                "Too many requests. Retry later.".into(),
+            ),
+            Self::Forwarded => (
+                "forbidden",
+                "Requests through a proxy (X-Forwarded-For) are refused.".into(),
+            ),
+            Self::BadIdentityHeader => (
+                "unauthorized",
+                "The identity header is missing or does not match this workload.".into(),
+            ),
+            Self::DuplicateParameter(_) | Self::BadRequest(_) => {
+                ("invalid_request", self.to_string())
+            }
         }
     }
 }
@@ -92,9 +103,9 @@ const MIN_IMDS_VERSION: &str = "2018-02-01";
 
 /// Reads an IMDS token request's query.
 pub fn imds_request(query: &HashMap<String, String>) -> Result<TokenAsk, Refusal> {
-    let api_version = query
-        .get("api-version")
-        .ok_or_else(|| Refusal::BadRequest("Required query variable 'api-version' is missing".into()))?;
+    let api_version = query.get("api-version").ok_or_else(|| {
+        Refusal::BadRequest("Required query variable 'api-version' is missing".into())
+    })?;
     if !is_date_version(api_version) || api_version.as_str() < MIN_IMDS_VERSION {
         return Err(Refusal::BadRequest(format!(
             "api-version `{api_version}` is not supported; use {MIN_IMDS_VERSION} or later"
@@ -154,7 +165,10 @@ enum Kind {
     Resource,
 }
 
-fn one_selector(query: &HashMap<String, String>, names: &[(&str, Kind)]) -> Result<Selector, Refusal> {
+fn one_selector(
+    query: &HashMap<String, String>,
+    names: &[(&str, Kind)],
+) -> Result<Selector, Refusal> {
     let mut found: Option<Selector> = None;
     for (name, kind) in names {
         let Some(value) = query.get(*name) else {
@@ -194,10 +208,13 @@ fn required_resource(query: &HashMap<String, String>) -> Result<String, Refusal>
 fn is_date_version(v: &str) -> bool {
     let b = v.as_bytes();
     v.len() >= 10
-        && b[..10]
-            .iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 /// The success body: every field a string, as IMDS and App Service write it.
@@ -232,15 +249,27 @@ mod tests {
 
     #[test]
     fn imds_selectors() {
-        let ask = imds_request(&q("api-version=2018-02-01&resource=https://vault.azure.net")).unwrap();
+        let ask = imds_request(&q(
+            "api-version=2018-02-01&resource=https://vault.azure.net",
+        ))
+        .unwrap();
         assert_eq!(ask.selector, Selector::Default);
         let ask = imds_request(&q("api-version=2019-08-01&resource=r&client_id=abc")).unwrap();
         assert_eq!(ask.selector, Selector::ClientId("abc".into()));
         let ask = imds_request(&q("api-version=2018-02-01&resource=r&principal_id=p")).unwrap();
         assert_eq!(ask.selector, Selector::ObjectId("p".into()));
-        let ask = imds_request(&q("api-version=2018-02-01&resource=r&mi_res_id=%2Fsubscriptions%2Fs")).unwrap();
-        assert_eq!(ask.selector, Selector::ResourceId("/subscriptions/s".into()));
-        assert!(imds_request(&q("api-version=2018-02-01&resource=r&client_id=a&object_id=b")).is_err());
+        let ask = imds_request(&q(
+            "api-version=2018-02-01&resource=r&mi_res_id=%2Fsubscriptions%2Fs",
+        ))
+        .unwrap();
+        assert_eq!(
+            ask.selector,
+            Selector::ResourceId("/subscriptions/s".into())
+        );
+        assert!(imds_request(&q(
+            "api-version=2018-02-01&resource=r&client_id=a&object_id=b"
+        ))
+        .is_err());
         assert!(imds_request(&q("api-version=2017-01-01&resource=r")).is_err());
         assert!(imds_request(&q("api-version=2018-02-01")).is_err());
         assert!(imds_request(&q("resource=r")).is_err());
@@ -257,9 +286,11 @@ mod tests {
 
     #[test]
     fn app_service_versions() {
-        let ask = app_service_request(&q("api-version=2019-08-01&resource=r&principal_id=x")).unwrap();
+        let ask =
+            app_service_request(&q("api-version=2019-08-01&resource=r&principal_id=x")).unwrap();
         assert_eq!(ask.selector, Selector::ObjectId("x".into()));
-        let legacy = app_service_request(&q("api-version=2017-09-01&resource=r&clientid=c")).unwrap();
+        let legacy =
+            app_service_request(&q("api-version=2017-09-01&resource=r&clientid=c")).unwrap();
         assert_eq!(legacy.selector, Selector::ClientId("c".into()));
         assert!(app_service_request(&q("api-version=2018-02-01&resource=r")).is_err());
     }
@@ -270,7 +301,10 @@ mod tests {
         assert!(body["expires_on"].is_string());
         assert!(body["expires_in"].is_string());
         assert_eq!(Refusal::MissingMetadata.body().0, "bad_request_102");
-        assert_eq!(Refusal::MissingMetadata.body().1, "Required metadata header not specified");
+        assert_eq!(
+            Refusal::MissingMetadata.body().1,
+            "Required metadata header not specified"
+        );
         assert_eq!(Refusal::IdentityNotFound.body().1, "Identity not found");
     }
 }

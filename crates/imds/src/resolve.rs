@@ -95,9 +95,7 @@ pub fn select<'a>(attached: &'a [Attached], selector: &Selector) -> Result<&'a A
         }
         Selector::ResourceId(r) => {
             let r = ResourceId::parse(r).map_err(|_| Refusal::IdentityNotFound)?;
-            attached
-                .iter()
-                .find(|a| a.identity.as_ref() == Some(&r))
+            attached.iter().find(|a| a.identity.as_ref() == Some(&r))
         }
     };
     found.ok_or(Refusal::IdentityNotFound)
@@ -112,7 +110,13 @@ mod tests {
     const UAI_B: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/b";
 
     fn ids() -> (Uuid, Uuid, Uuid, Uuid, Uuid) {
-        (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4())
+        (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        )
     }
 
     #[test]
@@ -123,17 +127,32 @@ mod tests {
         let list = attached_identities(&both);
         assert_eq!(list.len(), 3);
         assert_eq!(select(&list, &Selector::Default).unwrap().principal_id, sys);
-        assert_eq!(select(&list, &Selector::ClientId(bc.to_string())).unwrap().principal_id, b);
-        assert_eq!(select(&list, &Selector::ObjectId(a.to_string())).unwrap().principal_id, a);
         assert_eq!(
-            select(&list, &Selector::ResourceId(UAI_B.to_uppercase())).unwrap().principal_id,
+            select(&list, &Selector::ClientId(bc.to_string()))
+                .unwrap()
+                .principal_id,
+            b
+        );
+        assert_eq!(
+            select(&list, &Selector::ObjectId(a.to_string()))
+                .unwrap()
+                .principal_id,
+            a
+        );
+        assert_eq!(
+            select(&list, &Selector::ResourceId(UAI_B.to_uppercase()))
+                .unwrap()
+                .principal_id,
             b
         );
 
         let two_users = json!({"identity": {"type": "UserAssigned",
             "userAssignedIdentities": {UAI_A: {"principalId": a, "clientId": ac}, UAI_B: {"principalId": b, "clientId": bc}}}});
         let list = attached_identities(&two_users);
-        assert_eq!(select(&list, &Selector::Default), Err(Refusal::IdentityNotFound));
+        assert_eq!(
+            select(&list, &Selector::Default),
+            Err(Refusal::IdentityNotFound)
+        );
 
         let one_user = json!({"identity": {"type": "UserAssigned",
             "userAssignedIdentities": {UAI_A: {"principalId": a, "clientId": ac}}}});
@@ -146,7 +165,10 @@ mod tests {
         let none = json!({"identity": {"type": "None"}});
         assert!(attached_identities(&none).is_empty());
         assert!(attached_identities(&json!({})).is_empty());
-        assert_eq!(select(&[], &Selector::Default), Err(Refusal::IdentityNotFound));
+        assert_eq!(
+            select(&[], &Selector::Default),
+            Err(Refusal::IdentityNotFound)
+        );
         assert_eq!(
             select(&[], &Selector::ClientId("not-a-guid".into())),
             Err(Refusal::IdentityNotFound)

@@ -63,7 +63,12 @@ impl Session {
 
     fn end(&self) {
         self.ended.store(true, Ordering::SeqCst);
-        if let Some(tx) = self.shutdown.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(tx) = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = tx.send(());
         }
     }
@@ -170,9 +175,13 @@ impl IdentityService {
             .unwrap_or_else(|p| p.into_inner())
             .insert(session.id, Arc::clone(&session));
         let router = crate::endpoint::router(Arc::clone(self), Arc::clone(&session));
-        tokio::spawn(lanyard_platform::serve::serve_plain(listener, router, async {
-            let _ = rx.await;
-        }));
+        tokio::spawn(lanyard_platform::serve::serve_plain(
+            listener,
+            router,
+            async {
+                let _ = rx.await;
+            },
+        ));
         tracing::info!(session = %session.id, resource = %session.resource, %addr, "workload session opened");
         Ok((session, secret))
     }
@@ -223,7 +232,9 @@ impl IdentityService {
             .store
             .resource(&session.resource)
             .await
-            .map_err(|_| Refusal::BadRequest("the identity service cannot read its database; retry".into()))?;
+            .map_err(|_| {
+                Refusal::BadRequest("the identity service cannot read its database; retry".into())
+            })?;
         let mut list = record
             .map(|r| crate::resolve::attached_identities(&r.body))
             .unwrap_or_default();
@@ -238,7 +249,12 @@ impl IdentityService {
         Ok(list)
     }
 
-    pub(crate) fn cached(&self, principal: Uuid, host: &ResourceId, resource: &str) -> Option<Body> {
+    pub(crate) fn cached(
+        &self,
+        principal: Uuid,
+        host: &ResourceId,
+        resource: &str,
+    ) -> Option<Body> {
         let now = self.app.clock.unix();
         let generation = self.app.generation();
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());

@@ -246,7 +246,7 @@ mod tests {
             let api = err.into_api();
             assert_eq!(api.status.as_u16(), status);
             assert_eq!(api.code, error);
-            assert_eq!(api.error_codes, vec![code]);
+            assert_eq!(api.error_codes(), &[code]);
             assert_eq!(api.dialect, Dialect::Entra);
         }
     }

@@ -81,32 +81,6 @@ pub fn authenticate(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        assert_eq!(bearer_token(&headers("Bearer abc")), Ok("abc"));
-        assert_eq!(bearer_token(&headers("bearer  abc ")), Ok("abc"));
-        assert_eq!(
-            bearer_token(&headers("Basic abc")),
-            Err(AuthFailure::NotBearer)
-        );
-        assert_eq!(
-            bearer_token(&headers("Bearer ")),
-            Err(AuthFailure::NotBearer)
-        );
-        assert_eq!(bearer_token(&HeaderMap::new()), Err(AuthFailure::Missing));
-    }
-}
-
 /// A 401 in ARM's dialect, with the `WWW-Authenticate` challenge ARM clients read.
 pub fn arm_unauthorized(failure: &AuthFailure, login: &str) -> crate::ApiError {
     use lanyard_token::ValidationError as V;
@@ -142,4 +116,30 @@ pub fn arm_unauthorized(failure: &AuthFailure, login: &str) -> crate::ApiError {
     );
     crate::ApiError::arm(axum::http::StatusCode::UNAUTHORIZED, code, message)
         .with_header(axum::http::header::WWW_AUTHENTICATE, &challenge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(&headers("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(&headers("bearer  abc ")), Ok("abc"));
+        assert_eq!(
+            bearer_token(&headers("Basic abc")),
+            Err(AuthFailure::NotBearer)
+        );
+        assert_eq!(
+            bearer_token(&headers("Bearer ")),
+            Err(AuthFailure::NotBearer)
+        );
+        assert_eq!(bearer_token(&HeaderMap::new()), Err(AuthFailure::Missing));
+    }
 }

@@ -27,19 +27,25 @@ pub enum Dialect {
     Identity,
 }
 
-/// An error on its way to the client.
+/// An error on its way to the client. Small (the rarely used parts are boxed), so handlers
+/// can return `Result<_, ApiError>` freely.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub dialect: Dialect,
     pub code: Cow<'static, str>,
     pub message: String,
-    pub target: Option<String>,
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    target: Option<String>,
     /// Key Vault `innererror.code`.
-    pub inner_code: Option<String>,
+    inner_code: Option<String>,
     /// Entra `error_codes` (the numeric part of `AADSTS…`).
-    pub error_codes: Vec<u32>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    error_codes: Vec<u32>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -54,11 +60,19 @@ impl ApiError {
             dialect,
             code: code.into(),
             message: message.into(),
-            target: None,
-            inner_code: None,
-            error_codes: Vec::new(),
-            headers: Vec::new(),
+            extra: None,
         }
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Entra `error_codes`.
+    pub fn error_codes(&self) -> &[u32] {
+        self.extra
+            .as_ref()
+            .map_or(&[], |e| e.error_codes.as_slice())
     }
 
     pub fn arm(
@@ -70,24 +84,24 @@ impl ApiError {
     }
 
     pub fn with_target(mut self, target: impl Into<String>) -> Self {
-        self.target = Some(target.into());
+        self.extra().target = Some(target.into());
         self
     }
 
     pub fn with_inner(mut self, inner: impl Into<String>) -> Self {
-        self.inner_code = Some(inner.into());
+        self.extra().inner_code = Some(inner.into());
         self
     }
 
     pub fn with_error_codes(mut self, codes: Vec<u32>) -> Self {
-        self.error_codes = codes;
+        self.extra().error_codes = codes;
         self
     }
 
     /// Adds a response header; values that are not valid header text are dropped.
     pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.push((name, v));
+            self.extra().headers.push((name, v));
         }
         self
     }
@@ -118,10 +132,13 @@ impl ApiError {
     }
 
     fn body(&self) -> (&'static str, Vec<u8>) {
+        let extra = self.extra.as_deref();
+        let target = extra.and_then(|e| e.target.as_ref());
+        let inner_code = extra.and_then(|e| e.inner_code.as_ref());
         match self.dialect {
             Dialect::Arm => {
                 let mut error = json!({ "code": self.code, "message": self.message });
-                if let Some(t) = &self.target {
+                if let Some(t) = target {
                     error["target"] = json!(t);
                 }
                 (
@@ -131,7 +148,7 @@ impl ApiError {
             }
             Dialect::KeyVault => {
                 let mut error = json!({ "code": self.code, "message": self.message });
-                if let Some(inner) = &self.inner_code {
+                if let Some(inner) = inner_code {
                     error["innererror"] = json!({ "code": inner });
                 }
                 (
@@ -147,7 +164,7 @@ impl ApiError {
                 let body = json!({
                     "error": self.code,
                     "error_description": self.message,
-                    "error_codes": self.error_codes,
+                    "error_codes": self.error_codes(),
                     "timestamp": timestamp,
                     "trace_id": Uuid::new_v4(),
                     "correlation_id": Uuid::new_v4(),
@@ -204,8 +221,10 @@ impl IntoResponse for ApiError {
             };
             headers.insert(HeaderName::from_static(name), code);
         }
-        for (name, value) in self.headers {
-            headers.insert(name, value);
+        if let Some(extra) = self.extra {
+            for (name, value) in extra.headers {
+                headers.insert(name, value);
+            }
         }
         response
     }
