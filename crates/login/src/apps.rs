@@ -421,7 +421,11 @@ impl Filter {
         if !op.eq_ignore_ascii_case("eq") {
             return None;
         }
-        let value = value.trim().strip_prefix('\'')?.strip_suffix('\'')?.replace("''", "'");
+        let value = value
+            .trim()
+            .strip_prefix('\'')?
+            .strip_suffix('\'')?
+            .replace("''", "'");
         if field.eq_ignore_ascii_case("appId") {
             Some(Self::AppId(value))
         } else if field.eq_ignore_ascii_case("displayName") {
@@ -433,7 +437,9 @@ impl Filter {
 
     pub fn matches(&self, p: &Principal) -> bool {
         match self {
-            Self::AppId(a) => p.client_id().is_some_and(|c| c.to_string().eq_ignore_ascii_case(a)),
+            Self::AppId(a) => p
+                .client_id()
+                .is_some_and(|c| c.to_string().eq_ignore_ascii_case(a)),
             Self::DisplayName(n) => &p.display_name == n,
         }
     }
@@ -482,12 +488,22 @@ mod tests {
         };
         let records = vec![
             settings_record(Uuid::new_v4(), p, &settings, now),
-            secret_record(Uuid::new_v4(), p, Some("ci"), &hash, now, now + DEFAULT_PASSWORD_LIFETIME),
+            secret_record(
+                Uuid::new_v4(),
+                p,
+                Some("ci"),
+                &hash,
+                now,
+                now + DEFAULT_PASSWORD_LIFETIME,
+            ),
             federated_record(Uuid::new_v4(), p, &fed, None, now),
             record(KIND_CERTIFICATE, json!({"certificate": {"der": "AAAA"}})),
             record(KIND_SECRET, json!({"nothing": 1})),
             // The bootstrap administrator's record shape.
-            record(KIND_SECRET, json!({"displayName": "bootstrap administrator", "hash": hash})),
+            record(
+                KIND_SECRET,
+                json!({"displayName": "bootstrap administrator", "hash": hash}),
+            ),
         ];
         let creds = Credentials::from_records(&records);
         assert_eq!(creds.settings(), settings);
@@ -529,7 +545,10 @@ mod tests {
         assert!(!valid_fic_name("-x1"));
         assert!(!valid_fic_name("ab"));
         assert!(!valid_fic_name("a b c"));
-        assert_eq!(parse_graph_time("2030-01-01T00:00:00"), parse_graph_time("2030-01-01T00:00:00Z"));
+        assert_eq!(
+            parse_graph_time("2030-01-01T00:00:00"),
+            parse_graph_time("2030-01-01T00:00:00Z")
+        );
         assert!(parse_graph_time("2030-01-01T00:00:00.1234567Z").is_some());
     }
 }

@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn tenants_by_id_or_domain() {
         let t = tenant();
-        assert_eq!(resolve_tenant(&t, "72F988BF-86F1-41AF-91AB-2D7CD011DB47"), Some(t.id));
+        assert_eq!(
+            resolve_tenant(&t, "72F988BF-86F1-41AF-91AB-2D7CD011DB47"),
+            Some(t.id)
+        );
         assert_eq!(resolve_tenant(&t, "Lanyard.Localhost"), Some(t.id));
         assert_eq!(resolve_tenant(&t, "common"), None);
         assert_eq!(resolve_tenant(&t, &Uuid::new_v4().to_string()), None);
@@ -158,8 +161,14 @@ mod tests {
 
     #[test]
     fn base_url_follows_the_host_header_but_not_injections() {
-        assert_eq!(base_url(Some("LocalHost:8443"), "https://x"), "https://localhost:8443");
-        assert_eq!(base_url(Some("[::1]:8443"), "https://x"), "https://[::1]:8443");
+        assert_eq!(
+            base_url(Some("LocalHost:8443"), "https://x"),
+            "https://localhost:8443"
+        );
+        assert_eq!(
+            base_url(Some("[::1]:8443"), "https://x"),
+            "https://[::1]:8443"
+        );
         assert_eq!(base_url(Some("evil/\"x"), "https://x/"), "https://x");
         assert_eq!(base_url(None, "https://x"), "https://x");
     }
@@ -182,10 +191,16 @@ mod tests {
             format!("https://localhost:8443/{}/discovery/v2.0/keys", t.id)
         );
         assert_eq!(v2["issuer"], issuer);
-        assert_eq!(v2["id_token_signing_alg_values_supported"], json!(["RS256"]));
+        assert_eq!(
+            v2["id_token_signing_alg_values_supported"],
+            json!(["RS256"])
+        );
         let v1 = openid_configuration_v1("https://h", t.id, "https://sts.windows.net/x/", &hosts);
         assert_eq!(v1["jwks_uri"], "https://h/common/discovery/keys");
-        assert_eq!(v1["token_endpoint"], format!("https://h/{}/oauth2/token", t.id));
+        assert_eq!(
+            v1["token_endpoint"],
+            format!("https://h/{}/oauth2/token", t.id)
+        );
     }
 
     #[test]

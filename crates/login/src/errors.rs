@@ -215,7 +215,12 @@ mod tests {
                 400,
             ),
             (TokenError::TooLarge(1), 9002313, "invalid_request", 413),
-            (TokenError::Method("GET".into()), 900561, "invalid_request", 405),
+            (
+                TokenError::Method("GET".into()),
+                900561,
+                "invalid_request",
+                405,
+            ),
             (
                 TokenError::ScopeNotDefault("s".into()),
                 1002012,
@@ -242,7 +247,10 @@ mod tests {
             ),
         ];
         for (err, code, error, status) in table {
-            assert!(err.message().starts_with(&format!("AADSTS{code}: ")), "{err:?}");
+            assert!(
+                err.message().starts_with(&format!("AADSTS{code}: ")),
+                "{err:?}"
+            );
             let api = err.into_api();
             assert_eq!(api.status.as_u16(), status);
             assert_eq!(api.code, error);

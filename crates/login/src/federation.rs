@@ -221,10 +221,16 @@ fn build_client() -> Result<reqwest::Client, String> {
         let pem = std::fs::read(&path)
             .map_err(|e| format!("{EXTRA_CA_VAR} `{}` cannot be read: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            format!("{EXTRA_CA_VAR} `{}` is not PEM certificates: {e}", path.display())
+            format!(
+                "{EXTRA_CA_VAR} `{}` is not PEM certificates: {e}",
+                path.display()
+            )
         })?;
         if certs.is_empty() {
-            return Err(format!("{EXTRA_CA_VAR} `{}` holds no certificate", path.display()));
+            return Err(format!(
+                "{EXTRA_CA_VAR} `{}` holds no certificate",
+                path.display()
+            ));
         }
         for cert in certs {
             builder = builder.add_root_certificate(cert);

@@ -97,7 +97,10 @@ pub fn parse_form(content_type: Option<&str>, body: &[u8]) -> Result<TokenForm, 
 
 /// Merges `Authorization: Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1)
 /// into the form. Other schemes are ignored.
-pub fn apply_basic_auth(form: &mut TokenForm, authorization: Option<&str>) -> Result<(), TokenError> {
+pub fn apply_basic_auth(
+    form: &mut TokenForm,
+    authorization: Option<&str>,
+) -> Result<(), TokenError> {
     let Some(value) = authorization else {
         return Ok(());
     };
@@ -165,7 +168,10 @@ fn percent_decode(s: &str) -> Option<String> {
 const MAX_RESOURCE_LEN: usize = 512;
 
 /// The resource a request asks for: `scope=R/.default` on v2, `resource=R` on v1.
-pub fn requested_resource(form: &TokenForm, version: EndpointVersion) -> Result<String, TokenError> {
+pub fn requested_resource(
+    form: &TokenForm,
+    version: EndpointVersion,
+) -> Result<String, TokenError> {
     let resource = match version {
         EndpointVersion::V2 => {
             let scope = form.scope.as_deref().unwrap_or("");
@@ -227,13 +233,22 @@ mod tests {
 
     #[test]
     fn refuses_other_content_types_repeats_and_bad_utf8() {
-        assert!(matches!(parse_form(Some("application/json"), b"{}"), Err(TokenError::NotAForm)));
-        assert!(matches!(parse_form(None, b"a=b"), Err(TokenError::NotAForm)));
+        assert!(matches!(
+            parse_form(Some("application/json"), b"{}"),
+            Err(TokenError::NotAForm)
+        ));
+        assert!(matches!(
+            parse_form(None, b"a=b"),
+            Err(TokenError::NotAForm)
+        ));
         assert!(matches!(
             parse_form(FORM, b"client_id=a&client_id=b"),
             Err(TokenError::Malformed(_))
         ));
-        assert!(matches!(parse_form(FORM, b"a=\xff"), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            parse_form(FORM, b"a=\xff"),
+            Err(TokenError::Malformed(_))
+        ));
         // Garbage that is still a form just lacks parameters.
         assert_eq!(parse_form(FORM, b"%%%&&=").unwrap(), TokenForm::default());
     }
@@ -268,21 +283,33 @@ mod tests {
                 EndpointVersion::V2,
             )
         };
-        assert_eq!(v2("https://vault.azure.net/.default").unwrap(), "https://vault.azure.net");
+        assert_eq!(
+            v2("https://vault.azure.net/.default").unwrap(),
+            "https://vault.azure.net"
+        );
         assert_eq!(
             v2("https://management.azure.com//.default").unwrap(),
             "https://management.azure.com/"
         );
         let code = |r: Result<String, TokenError>| r.unwrap_err().aadsts_code();
         assert_eq!(code(v2("openid")), Some(70011));
-        assert_eq!(code(v2("https://graph.microsoft.com/User.Read")), Some(1002012));
+        assert_eq!(
+            code(v2("https://graph.microsoft.com/User.Read")),
+            Some(1002012)
+        );
         assert_eq!(code(v2("api://a/.default api://b/.default")), Some(1002012));
         assert_eq!(
-            code(requested_resource(&TokenForm::default(), EndpointVersion::V2)),
+            code(requested_resource(
+                &TokenForm::default(),
+                EndpointVersion::V2
+            )),
             Some(70011)
         );
         assert_eq!(
-            code(requested_resource(&TokenForm::default(), EndpointVersion::V1)),
+            code(requested_resource(
+                &TokenForm::default(),
+                EndpointVersion::V1
+            )),
             Some(900144)
         );
         let v1 = TokenForm {
@@ -293,6 +320,9 @@ mod tests {
             requested_resource(&v1, EndpointVersion::V1).unwrap(),
             "https://storage.azure.com/"
         );
-        assert_eq!(code(v2(&format!("{}/.default", "x".repeat(600)))), Some(500011));
+        assert_eq!(
+            code(v2(&format!("{}/.default", "x".repeat(600)))),
+            Some(500011)
+        );
     }
 }

@@ -14,7 +14,9 @@ pub enum Route<'a> {
         version: EndpointVersion,
     },
     /// `/{tenant}/discovery/keys`, `/{tenant}/discovery/v2.0/keys` (and `common`).
-    Jwks { tenant: &'a str },
+    Jwks {
+        tenant: &'a str,
+    },
     /// `/{tenant}/oauth2/token` (V1) or `/{tenant}/oauth2/v2.0/token` (V2).
     Token {
         tenant: &'a str,
@@ -50,7 +52,9 @@ pub fn route(path: &str) -> Route<'_> {
     match segments.as_slice() {
         [v, rest @ ..] if is(v, "v1.0") => graph(rest).map_or(Route::NotFound, Route::Graph),
         [a, b, c] if is(a, "lanyard") && is(b, "keys") && is(c, "rotate") => Route::RotateKeys,
-        [tenant, v, wk, oc] if is(v, "v2.0") && is(wk, ".well-known") && is(oc, "openid-configuration") => {
+        [tenant, v, wk, oc]
+            if is(v, "v2.0") && is(wk, ".well-known") && is(oc, "openid-configuration") =>
+        {
             Route::Discovery {
                 tenant,
                 version: EndpointVersion::V2,
@@ -118,7 +122,10 @@ mod tests {
         let t = "72f988bf-86f1-41af-91ab-2d7cd011db47";
         assert_eq!(
             route(&format!("/{t}/oauth2/v2.0/token")),
-            Route::Token { tenant: t, version: V2 }
+            Route::Token {
+                tenant: t,
+                version: V2
+            }
         );
         assert_eq!(
             route("/Lanyard.Localhost/OAuth2/Token/"),
@@ -129,16 +136,34 @@ mod tests {
         );
         assert_eq!(
             route(&format!("/{t}/V2.0/.Well-Known/OpenID-Configuration")),
-            Route::Discovery { tenant: t, version: V2 }
+            Route::Discovery {
+                tenant: t,
+                version: V2
+            }
         );
         assert_eq!(
             route(&format!("/{t}/.well-known/openid-configuration")),
-            Route::Discovery { tenant: t, version: V1 }
+            Route::Discovery {
+                tenant: t,
+                version: V1
+            }
         );
-        assert_eq!(route("/common/discovery/keys"), Route::Jwks { tenant: "common" });
-        assert_eq!(route("/common/discovery/v2.0/keys"), Route::Jwks { tenant: "common" });
+        assert_eq!(
+            route("/common/discovery/keys"),
+            Route::Jwks { tenant: "common" }
+        );
+        assert_eq!(
+            route("/common/discovery/v2.0/keys"),
+            Route::Jwks { tenant: "common" }
+        );
         assert_eq!(route("/lanyard/keys/rotate"), Route::RotateKeys);
-        for bad in ["/", "/t/oauth2", "/t/oauth2/v3.0/token", "//oauth2/token", "/t/oauth2//token"] {
+        for bad in [
+            "/",
+            "/t/oauth2",
+            "/t/oauth2/v3.0/token",
+            "//oauth2/token",
+            "/t/oauth2//token",
+        ] {
             assert_eq!(route(bad), Route::NotFound, "{bad}");
         }
     }
@@ -152,7 +177,10 @@ mod tests {
         };
         assert_eq!(g("/v1.0/applications"), Some(Applications));
         assert_eq!(g("/V1.0/Applications/abc"), Some(Application("abc")));
-        assert_eq!(g("/v1.0/applications/abc/addPassword"), Some(AddPassword("abc")));
+        assert_eq!(
+            g("/v1.0/applications/abc/addPassword"),
+            Some(AddPassword("abc"))
+        );
         assert_eq!(
             g("/v1.0/applications/abc/microsoft.graph.removePassword"),
             Some(RemovePassword("abc"))

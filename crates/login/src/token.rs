@@ -11,10 +11,10 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use lanyard_domain::{Principal, PrincipalKind, ResourceId, ServicePrincipalSource};
+use lanyard_domain::{PrincipalKind, ResourceId, ServicePrincipalSource};
 use lanyard_platform::AppState;
 use lanyard_storage::{Batch, Change, ResourceQuery, SignInRecord};
-use lanyard_token::credentials::{verify_federated_assertion_with_keys, verify_client_assertion};
+use lanyard_token::credentials::{verify_client_assertion, verify_federated_assertion_with_keys};
 use lanyard_token::{
     peek_unverified_issuer, AssertionError, ClientAuthMethod, FederatedCredential, TokenRequest,
     TokenServiceError, TokenVersion,
@@ -26,7 +26,9 @@ use crate::apps::Credentials;
 use crate::discovery::{resolve_tenant, token_endpoint_audiences};
 use crate::errors::TokenError;
 use crate::federation::IssuerKeys;
-use crate::form::{apply_basic_auth, bounded, parse_form, requested_resource, EndpointVersion, JWT_BEARER};
+use crate::form::{
+    apply_basic_auth, bounded, parse_form, requested_resource, EndpointVersion, JWT_BEARER,
+};
 
 /// The ARM type of a user-assigned identity's federated identity credentials.
 pub const UAI_FIC_TYPE: &str =
@@ -230,7 +232,8 @@ impl TokenService {
                 }
             }
         };
-        if matches!(source, ServicePrincipalSource::Application) && !creds.settings().service_principal
+        if matches!(source, ServicePrincipalSource::Application)
+            && !creds.settings().service_principal
         {
             return Err(TokenError::NoServicePrincipal(client_id.to_string()));
         }
@@ -348,7 +351,8 @@ impl TokenService {
             .keys(iss, false)
             .await
             .map_err(|e| TokenError::IssuerUnreachable(e.to_string()))?;
-        let result = match verify_federated_assertion_with_keys(assertion, &keys, candidates, clock) {
+        let result = match verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
+        {
             Err(AssertionError::UnknownKey(_)) => {
                 // The issuer may have rotated its keys since we fetched them.
                 let keys = self
@@ -356,7 +360,8 @@ impl TokenService {
                     .keys(iss, true)
                     .await
                     .map_err(|e| TokenError::IssuerUnreachable(e.to_string()))?;
-                verify_federated_assertion_with_keys(assertion, &keys, candidates, clock).map(|_| ())
+                verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
+                    .map(|_| ())
             }
             other => other.map(|_| ()),
         };
@@ -385,7 +390,8 @@ impl TokenService {
         ) {
             return Ok(TokenVersion::V1);
         }
-        let creds = Credentials::from_records(&self.state.store.credentials_of(app.object_id).await?);
+        let creds =
+            Credentials::from_records(&self.state.store.credentials_of(app.object_id).await?);
         Ok(creds.settings().token_version())
     }
 
@@ -481,7 +487,10 @@ fn token_body(issued: &Issued, version: EndpointVersion) -> Value {
 fn token_response(issued: &Issued, version: EndpointVersion) -> Response {
     let mut response = axum::Json(token_body(issued, version)).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
 }
@@ -510,7 +519,10 @@ mod tests {
         let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"s1","aud":["a","b"],"secret":"x"}"#);
         let (s, a) = peek_subject_audience(&format!("h.{payload}.sig"));
         assert_eq!((s.as_str(), a.as_str()), ("s1", "a, b"));
-        assert_eq!(peek_subject_audience("garbage"), (String::new(), String::new()));
+        assert_eq!(
+            peek_subject_audience("garbage"),
+            (String::new(), String::new())
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - `sql` (private): what both backends share, written once: the entity reads and writes,
 //!   over a small `Conn` trait each backend implements, and the migration runner.
 //! - `migrations/{sqlite,postgres}/`: schema per dialect, applied at open.
+//! - Documents ([`DocumentRecord`]): records of the data planes (Key Vault secret versions,
+//!   blob metadata) addressed by collection and a `/`-separated key; prefixes are ranges.
 //! - [`open`]: picks the backend from a URL.
 //!
 //! The conformance suite in `tests/conformance.rs` runs every test on both backends.
@@ -81,6 +83,9 @@ pub trait Store: Send + Sync + 'static {
     async fn sign_ins(&self, query: &LogQuery) -> StoreResult<Vec<SignInRecord>>;
 
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+
+    async fn document(&self, collection: &str, key: &str) -> StoreResult<Option<DocumentRecord>>;
+    async fn documents(&self, query: &DocumentQuery) -> StoreResult<Vec<DocumentRecord>>;
 
     /// A short name of the backend for logs: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

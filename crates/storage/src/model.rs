@@ -82,6 +82,28 @@ pub struct KeyRecord {
     pub body: serde_json::Value,
 }
 
+/// A record of a data plane (a Key Vault secret version, a blob's metadata), addressed by
+/// `collection` and a `/`-separated `key` the plane chooses so that prefixes list what it
+/// needs. `version` is the plane's optimistic-concurrency token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    pub collection: String,
+    pub key: String,
+    pub version: i64,
+    pub body: serde_json::Value,
+}
+
+/// Which documents to list. Results are ordered by key (bytewise).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DocumentQuery {
+    pub collection: String,
+    /// Only keys starting with this.
+    pub prefix: Option<String>,
+    /// Paging: only keys sorting after this one.
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
 /// One change inside a [`Batch`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -122,6 +144,17 @@ pub enum Change {
     AppendSignIn(SignInRecord),
     PutKey(KeyRecord),
     DeleteKey(String),
+    /// Insert or replace by (collection, key).
+    PutDocument(DocumentRecord),
+    DeleteDocument {
+        collection: String,
+        key: String,
+    },
+    /// Deletes every document of `collection` whose key starts with `prefix`.
+    DeleteDocumentsWithPrefix {
+        collection: String,
+        prefix: String,
+    },
 }
 
 /// A condition checked inside the transaction before any change applies.
@@ -132,6 +165,16 @@ pub enum Expect {
     /// The resource exists and its `updated_at` is exactly this (optimistic concurrency).
     ResourceUnchanged(ResourceId, OffsetDateTime),
     PrincipalExists(Uuid),
+    DocumentAbsent {
+        collection: String,
+        key: String,
+    },
+    /// The document exists with exactly this version.
+    DocumentVersion {
+        collection: String,
+        key: String,
+        version: i64,
+    },
 }
 
 /// Changes applied atomically: all or none, after every expectation held.

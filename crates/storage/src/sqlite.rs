@@ -23,15 +23,23 @@ use uuid::Uuid;
 use crate::sql::migrate::{self, Migration};
 use crate::sql::{self, read, write, Conn, SqlRow, Statement, Value};
 use crate::{
-    ActivityRecord, AssignmentQuery, Batch, CredentialRecord, KeyRecord, LogQuery, ResourceQuery,
-    ResourceRecord, SignInRecord, Store, StoreError, StoreResult,
+    ActivityRecord, AssignmentQuery, Batch, CredentialRecord, DocumentQuery, DocumentRecord,
+    KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord, Store, StoreError,
+    StoreResult,
 };
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema",
-    sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema",
+        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "documents of the data planes",
+        sql: include_str!("../migrations/sqlite/0002_documents.sql"),
+    },
+];
 
 /// How long a statement waits for another process's lock on the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -362,6 +370,18 @@ impl Store for SqliteStore {
 
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
         read::keys(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn document(&self, collection: &str, key: &str) -> StoreResult<Option<DocumentRecord>> {
+        read::document(&mut *self.reader().await?, collection, key)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn documents(&self, query: &DocumentQuery) -> StoreResult<Vec<DocumentRecord>> {
+        read::documents(&mut *self.reader().await?, query)
             .await
             .map_err(map_error)
     }

@@ -17,8 +17,9 @@ use lanyard_domain::{
     RoleDefinition, RoleType, ServicePrincipalSource, Subscription, SubscriptionState, Tenant,
 };
 use lanyard_storage::{
-    ActivityRecord, AssignmentQuery, Batch, Change, CredentialRecord, Expect, KeyRecord, LogQuery,
-    ResourceQuery, ResourceRecord, SignInRecord, Store, StoreError,
+    ActivityRecord, AssignmentQuery, Batch, Change, CredentialRecord, DocumentQuery,
+    DocumentRecord, Expect, KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord,
+    Store, StoreError,
 };
 use lanyard_testkit::db::{fresh_postgres_url, fresh_sqlite_path};
 use serde_json::json;
@@ -107,6 +108,9 @@ conformance!(
     concurrent_commits_all_land,
     corrupt_rows_are_reported_without_their_contents,
     conflicts_never_echo_written_values,
+    documents_round_trip_replace_and_delete,
+    document_prefixes_are_ranges_not_patterns,
+    document_expectations_guard_versions,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1697,4 +1701,183 @@ async fn postgres_with_a_missing_database_is_unavailable() {
         matches!(&err, StoreError::Unavailable(m) if m.contains("does not exist")),
         "{err}"
     );
+}
+
+fn doc(collection: &str, key: &str, version: i64) -> DocumentRecord {
+    DocumentRecord {
+        collection: collection.to_string(),
+        key: key.to_string(),
+        version,
+        body: json!({ "key": key, "version": version }),
+    }
+}
+
+async fn documents_round_trip_replace_and_delete(target: &Target) {
+    let store = target.open().await;
+    store
+        .commit(
+            Batch::new()
+                .with(Change::PutDocument(doc("secrets", "kv1/db/v1", 1)))
+                .with(Change::PutDocument(doc("blobs", "kv1/db/v1", 7))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.document("secrets", "kv1/db/v1").await.unwrap(),
+        Some(doc("secrets", "kv1/db/v1", 1))
+    );
+    // Collections are separate namespaces.
+    assert_eq!(
+        store
+            .document("blobs", "kv1/db/v1")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        7
+    );
+    store
+        .commit(Batch::new().with(Change::PutDocument(doc("secrets", "kv1/db/v1", 2))))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .document("secrets", "kv1/db/v1")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    store
+        .commit(Batch::new().with(Change::DeleteDocument {
+            collection: "secrets".into(),
+            key: "kv1/db/v1".into(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(store.document("secrets", "kv1/db/v1").await.unwrap(), None);
+    assert!(store
+        .document("blobs", "kv1/db/v1")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn document_prefixes_are_ranges_not_patterns(target: &Target) {
+    let store = target.open().await;
+    let keys = [
+        "a/b_c/1", "a/b_c/2", "a/bxc/1", "a/b%c/1", "a/b_c0", "a/b_", "b/1",
+    ];
+    let mut batch = Batch::new();
+    for k in keys {
+        batch.push(Change::PutDocument(doc("c", k, 1)));
+    }
+    store.commit(batch).await.unwrap();
+    let listed = |docs: Vec<DocumentRecord>| docs.into_iter().map(|d| d.key).collect::<Vec<_>>();
+    let under = store
+        .documents(&DocumentQuery {
+            collection: "c".into(),
+            prefix: Some("a/b_c/".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed(under), vec!["a/b_c/1", "a/b_c/2"]);
+    // Paging visits each key under the prefix once, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .documents(&DocumentQuery {
+                collection: "c".into(),
+                prefix: Some("a/".into()),
+                after: after.clone(),
+                limit: Some(2),
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|d| d.key.clone());
+        seen.extend(listed(page));
+    }
+    let mut expected: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| k.starts_with("a/"))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+    store
+        .commit(Batch::new().with(Change::DeleteDocumentsWithPrefix {
+            collection: "c".into(),
+            prefix: "a/b_c/".into(),
+        }))
+        .await
+        .unwrap();
+    let rest = store
+        .documents(&DocumentQuery {
+            collection: "c".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(rest),
+        vec!["a/b%c/1", "a/b_", "a/b_c0", "a/bxc/1", "b/1"]
+    );
+}
+
+async fn document_expectations_guard_versions(target: &Target) {
+    let store = target.open().await;
+    store
+        .commit(
+            Batch::new()
+                .expect(Expect::DocumentAbsent {
+                    collection: "c".into(),
+                    key: "k".into(),
+                })
+                .with(Change::PutDocument(doc("c", "k", 1))),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .commit(
+            Batch::new()
+                .expect(Expect::DocumentAbsent {
+                    collection: "c".into(),
+                    key: "k".into(),
+                })
+                .with(Change::PutDocument(doc("c", "other", 1))),
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    assert_eq!(store.document("c", "other").await.unwrap(), None);
+    let stale = store
+        .commit(
+            Batch::new()
+                .expect(Expect::DocumentVersion {
+                    collection: "c".into(),
+                    key: "k".into(),
+                    version: 0,
+                })
+                .with(Change::PutDocument(doc("c", "k", 2))),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))));
+    store
+        .commit(
+            Batch::new()
+                .expect(Expect::DocumentVersion {
+                    collection: "c".into(),
+                    key: "k".into(),
+                    version: 1,
+                })
+                .with(Change::PutDocument(doc("c", "k", 2))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.document("c", "k").await.unwrap().unwrap().version, 2);
 }

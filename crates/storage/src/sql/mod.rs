@@ -167,6 +167,21 @@ impl Statement {
             .push("))")
     }
 
+    /// Adds `column` starting with `prefix`, as a key range rather than `LIKE` (so `_` and
+    /// `%` in user names mean themselves): `prefix <= column < successor(prefix)`.
+    pub(crate) fn and_prefix(&mut self, column: &str, prefix: &str) -> &mut Self {
+        self.and()
+            .push("(")
+            .push(column)
+            .push(" >= ")
+            .push_bind(prefix)
+            .push(")");
+        if let Some(end) = prefix_successor(prefix) {
+            self.and().push(column).push(" < ").push_bind(end);
+        }
+        self
+    }
+
     pub(crate) fn limit(&mut self, limit: Option<u32>) -> &mut Self {
         if let Some(limit) = limit {
             self.push(" LIMIT ").push_bind(i64::from(limit));
@@ -296,4 +311,21 @@ pub(crate) fn parse_uuid(what: &str, text: &str) -> Result<Uuid, StoreError> {
 
 pub(crate) fn parse_resource_id(what: &str, text: &str) -> Result<ResourceId, StoreError> {
     ResourceId::parse(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// The smallest string greater than every string starting with `prefix`, if there is one:
+/// the prefix with its last character incremented (dropping trailing `char::MAX`s).
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }

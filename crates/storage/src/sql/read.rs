@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::{from_json, from_nanos, parse_resource_id, parse_uuid, Conn, Error, SqlRow, Statement};
 use crate::{
-    ActivityRecord, AssignmentQuery, CredentialRecord, KeyRecord, LogQuery, ResourceQuery,
-    ResourceRecord, SignInRecord,
+    ActivityRecord, AssignmentQuery, CredentialRecord, DocumentQuery, DocumentRecord, KeyRecord,
+    LogQuery, ResourceQuery, ResourceRecord, SignInRecord,
 };
 
 const RESOURCE_COLUMNS: &str =
@@ -269,4 +269,50 @@ pub(crate) async fn keys<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<KeyRecord>, 
         out.push(KeyRecord { kid, body });
     }
     Ok(out)
+}
+
+fn document_from_row(row: &impl SqlRow) -> Result<DocumentRecord, Error> {
+    let collection = row.text(0)?;
+    let key = row.text(1)?;
+    let body = from_json(&format!("document `{collection}`"), &row.text(3)?)?;
+    Ok(DocumentRecord {
+        version: row.int(2)?,
+        collection,
+        key,
+        body,
+    })
+}
+
+pub(crate) async fn document<C: Conn + ?Sized>(
+    c: &mut C,
+    collection: &str,
+    key: &str,
+) -> Result<Option<DocumentRecord>, Error> {
+    let statement = Statement::new(
+        "SELECT collection, key, version, body FROM documents WHERE collection = $1 AND key = $2",
+    )
+    .bind(collection)
+    .bind(key);
+    let rows = c.fetch(&statement).await?;
+    rows.first().map(document_from_row).transpose()
+}
+
+pub(crate) async fn documents<C: Conn + ?Sized>(
+    c: &mut C,
+    query: &DocumentQuery,
+) -> Result<Vec<DocumentRecord>, Error> {
+    let mut statement = Statement::new("SELECT collection, key, version, body FROM documents");
+    statement
+        .and()
+        .push("collection = ")
+        .push_bind(query.collection.as_str());
+    if let Some(prefix) = query.prefix.as_deref().filter(|p| !p.is_empty()) {
+        statement.and_prefix("key", prefix);
+    }
+    if let Some(after) = &query.after {
+        statement.and().push("key > ").push_bind(after.as_str());
+    }
+    statement.push(" ORDER BY key").limit(query.limit);
+    let rows = c.fetch(&statement).await?;
+    rows.iter().map(document_from_row).collect()
 }

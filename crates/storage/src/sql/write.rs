@@ -55,6 +55,27 @@ async fn check<C: Conn + ?Sized>(c: &mut C, expect: &Expect) -> Result<(), Error
             ))),
             None => Err(conflict(format!("resource `{id}` does not exist"))),
         },
+        Expect::DocumentAbsent { collection, key } => {
+            match super::read::document(c, collection, key).await? {
+                None => Ok(()),
+                Some(_) => Err(conflict(format!(
+                    "`{collection}` document `{key}` already exists"
+                ))),
+            }
+        }
+        Expect::DocumentVersion {
+            collection,
+            key,
+            version,
+        } => match super::read::document(c, collection, key).await? {
+            Some(doc) if doc.version == *version => Ok(()),
+            Some(_) => Err(conflict(format!(
+                "`{collection}` document `{key}` was changed concurrently"
+            ))),
+            None => Err(conflict(format!(
+                "`{collection}` document `{key}` does not exist"
+            ))),
+        },
         Expect::PrincipalExists(object_id) => {
             let statement =
                 Statement::new("SELECT 1 FROM principals WHERE object_id = $1").bind(*object_id);
@@ -172,6 +193,31 @@ async fn apply_change<C: Conn + ?Sized>(c: &mut C, change: &Change) -> Result<()
         .bind(to_json("key", &key.body)?),
         Change::DeleteKey(kid) => {
             Statement::new("DELETE FROM signing_keys WHERE kid = $1").bind(kid.as_str())
+        }
+        Change::PutDocument(doc) => Statement::new(
+            "INSERT INTO documents (collection, key, version, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (collection, key) DO UPDATE SET version = excluded.version, \
+             body = excluded.body",
+        )
+        .bind(doc.collection.as_str())
+        .bind(doc.key.as_str())
+        .bind(doc.version)
+        .bind(to_json("document", &doc.body)?),
+        Change::DeleteDocument { collection, key } => {
+            Statement::new("DELETE FROM documents WHERE collection = $1 AND key = $2")
+                .bind(collection.as_str())
+                .bind(key.as_str())
+        }
+        Change::DeleteDocumentsWithPrefix { collection, prefix } => {
+            let mut statement = Statement::new("DELETE FROM documents");
+            statement
+                .and()
+                .push("collection = ")
+                .push_bind(collection.as_str());
+            if !prefix.is_empty() {
+                statement.and_prefix("key", prefix);
+            }
+            statement
         }
     };
     c.execute(&statement).await?;
