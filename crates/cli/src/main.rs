@@ -4,6 +4,7 @@
 //! - `main.rs` (here): the command tree, exit codes, error printing.
 //! - [`serve`]: `lanyard serve`, which runs the server.
 //! - [`env`]: `lanyard env`, which prints `export` lines for clients.
+//! - [`keys`]: `lanyard keys rotate`, which makes a new signing key current.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage (clap's own), 3 access denied.
 

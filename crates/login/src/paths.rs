@@ -171,10 +171,12 @@ mod tests {
     #[test]
     fn graph_paths() {
         use GraphRoute::*;
-        let g = |p: &str| match route(p) {
-            Route::Graph(g) => Some(g),
-            _ => None,
-        };
+        fn g(p: &str) -> Option<GraphRoute<'_>> {
+            match route(p) {
+                Route::Graph(g) => Some(g),
+                _ => None,
+            }
+        }
         assert_eq!(g("/v1.0/applications"), Some(Applications));
         assert_eq!(g("/V1.0/Applications/abc"), Some(Application("abc")));
         assert_eq!(

@@ -21,4 +21,4 @@ pub mod state;
 pub mod tokens;
 
 pub use error::{ApiError, Dialect};
-pub use state::{AppState, Directory, Endpoints, Shared};
+pub use state::{AccountName, AppState, Directory, Endpoints, Shared, VaultName};

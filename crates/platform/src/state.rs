@@ -146,3 +146,11 @@ impl Endpoints {
         self.host(&format!("{account}.blob.{}", self.domain))
     }
 }
+
+/// The vault a request on `{vault}.vault.{domain}` is for (a request extension).
+#[derive(Debug, Clone)]
+pub struct VaultName(pub String);
+
+/// The storage account a request on `{account}.blob.{domain}` is for (a request extension).
+#[derive(Debug, Clone)]
+pub struct AccountName(pub String);

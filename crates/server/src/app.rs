@@ -17,12 +17,13 @@ use tower_http::trace::TraceLayer;
 use crate::hosts::{self, Plane};
 use crate::telemetry::{self, UuidRequestId, REQUEST_ID};
 use lanyard_platform::AppState;
+use lanyard_platform::{AccountName, VaultName};
 use lanyard_platform::{ApiError, Dialect};
 
 /// Largest request body any plane accepts (a blob block or a chunk of a large upload).
 pub const MAX_BODY: usize = 256 * 1024 * 1024;
 
-/// The routers of each plane. Planes not yet served answer 404 in their own dialect.
+/// The routers of each plane.
 #[derive(Clone)]
 pub struct Planes {
     pub management: Router,
@@ -39,19 +40,10 @@ impl Planes {
             ))
             .merge(lanyard_arm::router(state.clone())),
             login: lanyard_login::router(state.clone()),
-            vault: Router::new().fallback(|| async { not_found(Dialect::KeyVault) }),
-            blob: Router::new().fallback(|| async { not_found(Dialect::Blob) }),
+            vault: lanyard_keyvault::router(state.clone()),
+            blob: lanyard_blob::router(state.clone()),
         }
     }
-}
-
-fn not_found(dialect: Dialect) -> ApiError {
-    ApiError::new(
-        dialect,
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        "The requested path does not exist on this host.",
-    )
 }
 
 #[derive(Clone)]
@@ -160,14 +152,6 @@ pub fn is_login_path(path: &str) -> bool {
         "oauth2" | "v2.0" | ".well-known" | "discovery"
     )
 }
-
-/// The vault a request on `{vault}.vault.{domain}` is for.
-#[derive(Debug, Clone)]
-pub struct VaultName(pub String);
-
-/// The storage account a request on `{account}.blob.{domain}` is for.
-#[derive(Debug, Clone)]
-pub struct AccountName(pub String);
 
 #[cfg(test)]
 mod tests {

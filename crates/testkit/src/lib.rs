@@ -3,9 +3,11 @@
 //! Layout:
 //! - [`db`]: a fresh database per test: a SQLite file in a temporary directory, or a
 //!   PostgreSQL database created for the test and dropped after it.
+//! - [`python`]: the venv's Python for the official Azure SDKs, with private name resolution.
 //! - [`server`]: a server on a free port, a client that trusts its CA and resolves its hosts.
 
 pub mod db;
+pub mod python;
 pub mod server;
 
 pub use server::{Backend, TestServer};
