@@ -10,12 +10,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use lanyard_server::bootstrap::{read_admin, read_endpoints};
 use lanyard_server::config::default_data_dir;
 use lanyard_server::datadir::DataDir;
 use serde_json::Value;
+
+use crate::client::ServiceError;
 
 #[derive(Args, Debug)]
 pub struct KeysArgs {
@@ -35,18 +37,6 @@ pub struct RotateArgs {
     #[arg(long, env = "LANYARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }
-
-/// The server refused the administrator (exit code 3).
-#[derive(Debug)]
-pub struct AccessDenied(pub String);
-
-impl std::fmt::Display for AccessDenied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "access denied: {}", self.0)
-    }
-}
-
-impl std::error::Error for AccessDenied {}
 
 /// The management audience the rotation endpoint accepts (`R/.default` with `R` ending in `/`).
 const MANAGEMENT_SCOPE: &str = "https://management.azure.com//.default";
@@ -69,7 +59,11 @@ async fn rotate(root: PathBuf) -> anyhow::Result<String> {
     let admin = read_admin(&dir)?;
     let endpoints = read_endpoints(&dir)?;
     let ca_path = PathBuf::from(&endpoints.ca_file);
-    let ca_path = if ca_path.is_file() { ca_path } else { dir.ca_cert() };
+    let ca_path = if ca_path.is_file() {
+        ca_path
+    } else {
+        dir.ca_cert()
+    };
     let pem = std::fs::read(&ca_path)
         .with_context(|| format!("cannot read the CA certificate `{}`", ca_path.display()))?;
     let host = format!("login.{}", endpoints.domain);
@@ -93,7 +87,9 @@ async fn rotate(root: PathBuf) -> anyhow::Result<String> {
         ])
         .send()
         .await
-        .with_context(|| format!("cannot reach the server at {base} (is `lanyard serve` running?)"))?;
+        .with_context(|| {
+            format!("cannot reach the server at {base} (is `lanyard serve` running?)")
+        })?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -104,10 +100,12 @@ async fn rotate(root: PathBuf) -> anyhow::Result<String> {
             .next()
             .unwrap_or_default()
             .to_string();
-        if status.as_u16() == 401 || status.as_u16() == 403 {
-            return Err(AccessDenied(format!("the administrator credential was refused: {reason}")).into());
+        return Err(ServiceError {
+            status: status.as_u16(),
+            code: body["error"].as_str().unwrap_or("error").to_string(),
+            message: format!("the administrator credential was refused: {reason}"),
         }
-        bail!("the token endpoint answered {status}: {reason}");
+        .into());
     }
     let token = body["access_token"]
         .as_str()
@@ -121,13 +119,23 @@ async fn rotate(root: PathBuf) -> anyhow::Result<String> {
         .with_context(|| format!("cannot reach the server at {base}"))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    let message = body["error"]["message"].as_str().unwrap_or("").to_string();
-    match status.as_u16() {
-        200 => body["kid"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("the server answered without a kid")),
-        401 | 403 => Err(AccessDenied(message).into()),
-        _ => bail!("key rotation failed with {status}: {message}"),
+    if !status.is_success() {
+        // A 403 becomes exit code 3 (`client::exit_code`).
+        return Err(ServiceError {
+            status: status.as_u16(),
+            code: body["error"]["code"]
+                .as_str()
+                .unwrap_or("error")
+                .to_string(),
+            message: body["error"]["message"]
+                .as_str()
+                .unwrap_or("key rotation failed")
+                .to_string(),
+        }
+        .into());
     }
+    body["kid"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("the server answered without a kid"))
 }

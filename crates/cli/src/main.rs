@@ -10,6 +10,7 @@
 
 mod client;
 mod env;
+mod keys;
 mod run;
 mod serve;
 
@@ -37,6 +38,8 @@ enum Command {
     Env(env::EnvArgs),
     /// Run a command as a resource, with that resource's managed identity.
     Run(run::RunArgs),
+    /// Manage the token-signing keys of a running server.
+    Keys(keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Env(args) => env::run(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run::run(args),
+        Command::Keys(args) => keys::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

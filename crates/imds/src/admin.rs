@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
@@ -52,6 +52,7 @@ pub fn router(service: Arc<IdentityService>) -> Router {
         .route("/lanyard/sessions", post(open))
         .route("/lanyard/sessions/{id}", delete(end))
         .route("/lanyard/sessions/{id}/renew", post(renew))
+        .route("/lanyard/signins", axum::routing::get(sign_ins))
         .with_state(AdminState { service, validator })
 }
 
@@ -226,4 +227,73 @@ async fn end(
     let session = owned_session(&state, &caller, &id)?;
     state.service.end_session(session.id);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Reading the sign-in log needs read access to the subscription's logs (Reader and above).
+const SIGNIN_READ: &str = "Microsoft.Insights/eventtypes/values/read";
+
+#[derive(Deserialize)]
+struct SignInFilter {
+    /// RFC 3339 bounds, both inclusive.
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(rename = "principalId")]
+    principal_id: Option<Uuid>,
+    #[serde(rename = "$top")]
+    top: Option<u32>,
+}
+
+/// `GET /lanyard/signins`: tokens issued and refused, newest first.
+async fn sign_ins(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    filter: Result<Query<SignInFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    let Query(filter) = filter.map_err(|e| {
+        ApiError::arm(StatusCode::BAD_REQUEST, "InvalidParameter", e.body_text())
+    })?;
+    let app = &state.service.app;
+    let scope = ResourceId::subscription(&app.directory.subscription.id.to_string());
+    let decision = app
+        .access
+        .check(&AccessRequest::control(caller.object_id, SIGNIN_READ, &scope));
+    if !decision.is_allowed() {
+        return Err(ApiError::arm(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!(
+                "The client '{oid}' with object id '{oid}' does not have authorization to perform action '{SIGNIN_READ}' over scope '{scope}' or the scope is invalid. {}",
+                decision.explain(),
+                oid = caller.object_id,
+            ),
+        ));
+    }
+    let time = |v: &Option<String>, name: &str| -> Result<_, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        ApiError::arm(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidParameter",
+                            format!("`{name}` must be an RFC 3339 time"),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let query = lanyard_storage::LogQuery {
+        from: time(&filter.from, "from")?,
+        to: time(&filter.to, "to")?,
+        principal: filter.principal_id,
+        limit: Some(filter.top.unwrap_or(100).clamp(1, 1000)),
+        ..Default::default()
+    };
+    let records = app
+        .store
+        .sign_ins(&query)
+        .await
+        .map_err(|e| from_store(Dialect::Arm, &e))?;
+    Ok(Json(json!({ "value": records })).into_response())
 }

@@ -1,11 +1,13 @@
 //! Shared helpers for Lanyard's integration tests.
 //!
 //! Layout:
+//! - [`arm`]: REST calls as a principal (client-credentials token, then the control plane).
 //! - [`db`]: a fresh database per test: a SQLite file in a temporary directory, or a
 //!   PostgreSQL database created for the test and dropped after it.
 //! - [`python`]: the venv's Python for the official Azure SDKs, with private name resolution.
 //! - [`server`]: a server on a free port, a client that trusts its CA and resolves its hosts.
 
+pub mod arm;
 pub mod db;
 pub mod python;
 pub mod server;

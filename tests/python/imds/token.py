@@ -4,8 +4,11 @@ with an independent validator (PyJWT against the published JWKS).
 Prints one JSON object: {"ok": true, "claims": {...}} or {"ok": false, "error": "..."}.
 
 Usage: token.py LIB CRED [--client-id X | --object-id X | --resource-id X] [--scope S]
+                [--protocol app-service|imds]
   LIB:  azure-identity | msal
   CRED: mi (ManagedIdentityCredential / ManagedIdentityClient) | dac (DefaultAzureCredential)
+  --protocol imds: forget the App Service variables, as on a VM where only IMDS exists
+                   (the SDK then reads AZURE_POD_IDENTITY_AUTHORITY_HOST).
 """
 import argparse
 import json
@@ -74,7 +77,11 @@ def main():
     parser.add_argument("--object-id")
     parser.add_argument("--resource-id")
     parser.add_argument("--scope", default="https://vault.azure.net")
+    parser.add_argument("--protocol", choices=["app-service", "imds"], default="app-service")
     args = parser.parse_args()
+    if args.protocol == "imds":
+        for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+            os.environ.pop(name, None)
     try:
         if args.lib == "msal":
             token = msal_token(args, args.scope)

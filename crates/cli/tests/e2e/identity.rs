@@ -1,0 +1,241 @@
+//! Identity endpoints: unmodified `azure-identity` and `msal` get a resource's tokens under
+//! `lanyard run --as`, over the App Service and IMDS protocols, and nothing else gets any.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::support::*;
+use lanyard_testkit::arm::Client;
+use lanyard_testkit::python;
+
+both_backends!(sdks_get_the_resources_tokens, endpoints_refuse_what_could_be_ssrf);
+
+const API: &str = "api-version=2024-03-01";
+
+/// A resource group with two user-assigned identities and a VM holding its system identity
+/// and both of them.
+struct Scenario {
+    server: TestServer,
+    admin: Client,
+    vm: String,
+    ua1: Value,
+    ua2: Value,
+}
+
+impl Scenario {
+    async fn new(backend: Backend) -> Self {
+        let server = TestServer::start(backend).await.unwrap();
+        let admin = Client::admin(&server).unwrap();
+        let sub = server.admin.subscription_id;
+        let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
+        admin
+            .put_ok(&format!("{rg}?api-version=2021-04-01"), &json!({"location": "local"}))
+            .await
+            .unwrap();
+        let mut uais = Vec::new();
+        for name in ["ua1", "ua2"] {
+            let path = format!(
+                "{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}?api-version=2023-01-31"
+            );
+            uais.push(admin.put_ok(&path, &json!({"location": "local"})).await.unwrap());
+        }
+        let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
+        let ua_ids: Vec<String> = uais.iter().map(|u| u["id"].as_str().unwrap().to_string()).collect();
+        let body = json!({
+            "location": "local",
+            "identity": {
+                "type": "SystemAssigned, UserAssigned",
+                "userAssignedIdentities": { &ua_ids[0]: {}, &ua_ids[1]: {} }
+            }
+        });
+        let created = admin.put_ok(&format!("{vm}?{API}"), &body).await.unwrap();
+        assert!(created["identity"]["principalId"].is_string(), "{created}");
+        let ua2 = uais.pop().unwrap();
+        let ua1 = uais.pop().unwrap();
+        Scenario {
+            server,
+            admin,
+            vm,
+            ua1,
+            ua2,
+        }
+    }
+
+    fn system_principal(&self, vm: &Value) -> String {
+        vm["identity"]["principalId"].as_str().unwrap().to_string()
+    }
+
+    async fn vm_body(&self) -> Value {
+        self.admin
+            .arm(Method::GET, &format!("{}?{API}", self.vm), None)
+            .await
+            .unwrap()
+            .body
+    }
+
+    /// Runs `tests/python/imds/token.py ARGS` under `lanyard run --as vm1`, with the parent's
+    /// own credentials in the environment to prove they do not leak into the child.
+    async fn token(&self, args: &[&str]) -> Value {
+        let script = python::scripts_dir().join("imds/token.py");
+        let py = python::python().unwrap();
+        let mut cmd = lanyard();
+        cmd.args(["run", "--as", "vm1", "--data-dir"])
+            .arg(&self.server.data_dir)
+            .arg("--")
+            .arg(py)
+            .arg(script)
+            .args(args)
+            .env("AZURE_CLIENT_ID", self.server.admin.client_id.to_string())
+            .env("AZURE_CLIENT_SECRET", &self.server.admin.client_secret)
+            .env("AZURE_TENANT_ID", self.server.admin.tenant_id.to_string())
+            .env("AZURE_USERNAME", "someone@example.test");
+        let out = tokio::process::Command::from(cmd).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or("");
+        serde_json::from_str(line).unwrap_or_else(|_| {
+            panic!(
+                "no JSON from token.py {args:?}: stdout={stdout} stderr={}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+fn ok_claims(result: &Value) -> &Value {
+    assert_eq!(result["ok"], true, "{result}");
+    &result["claims"]
+}
+
+async fn sdks_get_the_resources_tokens(backend: Backend) {
+    let s = Scenario::new(backend).await;
+    let vm_body = s.vm_body().await;
+    let system = s.system_principal(&vm_body);
+    let vm_id = vm_body["id"].as_str().unwrap().to_string();
+    let ua1_id = s.ua1["id"].as_str().unwrap();
+    let ua1_client = s.ua1["properties"]["clientId"].as_str().unwrap();
+    let ua2_principal = s.ua2["properties"]["principalId"].as_str().unwrap();
+
+    // App Service protocol (IDENTITY_ENDPOINT + IDENTITY_HEADER), system identity by default.
+    let claims = ok_claims(&s.token(&["azure-identity", "mi"]).await).clone();
+    assert_eq!(claims["oid"], system.as_str());
+    assert!(claims["xms_mirid"].as_str().unwrap().eq_ignore_ascii_case(&vm_id));
+    assert!(claims.get("xms_az_rid").is_none());
+    assert_eq!(claims["aud"], "https://vault.azure.net");
+
+    // DefaultAzureCredential: the parent's secret was removed, so it is the VM's identity.
+    let claims = ok_claims(&s.token(&["azure-identity", "dac"]).await).clone();
+    assert_eq!(claims["oid"], system.as_str());
+
+    // User-assigned, selected by client id, object id and resource id.
+    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--client-id", ua1_client]).await).clone();
+    assert!(claims["xms_mirid"].as_str().unwrap().eq_ignore_ascii_case(ua1_id));
+    assert!(claims["xms_az_rid"].as_str().unwrap().eq_ignore_ascii_case(&vm_id));
+    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--object-id", ua2_principal]).await).clone();
+    assert_eq!(claims["oid"], ua2_principal);
+    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--resource-id", ua1_id]).await).clone();
+    assert_eq!(claims["appid"], ua1_client);
+
+    // IMDS protocol: the same SDK with only the IMDS override, and MSAL both ways.
+    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--protocol", "imds"]).await).clone();
+    assert_eq!(claims["oid"], system.as_str());
+    let claims = ok_claims(&s.token(&["msal", "mi"]).await).clone();
+    assert_eq!(claims["oid"], system.as_str());
+    let claims = ok_claims(&s.token(&["msal", "mi", "--protocol", "imds", "--client-id", ua1_client]).await).clone();
+    assert_eq!(claims["appid"], ua1_client);
+}
+
+/// Opens a session as the administrator and returns the session document.
+async fn open_session(s: &Scenario) -> Value {
+    let reply = s
+        .admin
+        .arm(Method::POST, "/lanyard/sessions", Some(&json!({"resource": "vm1"})))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.body
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut r = reqwest::Client::new().get(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
+    let s = Scenario::new(backend).await;
+    let session = open_session(&s).await;
+    let imds = format!(
+        "{}/metadata/identity/oauth2/token",
+        session["imdsEndpoint"].as_str().unwrap()
+    );
+    let app = session["identityEndpoint"].as_str().unwrap().to_string();
+    let header = session["identityHeader"].as_str().unwrap().to_string();
+    let q = "api-version=2018-02-01&resource=https://vault.azure.net";
+
+    // The happy paths first, so every refusal below is about the one thing it changes.
+    let (status, body) = get(&format!("{imds}?{q}"), &[("Metadata", "true")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["expires_on"].is_string() && body["expires_in"].is_string());
+    let app_q = "api-version=2019-08-01&resource=https://vault.azure.net";
+    let (status, _) = get(&format!("{app}?{app_q}"), &[("X-IDENTITY-HEADER", &header)]).await;
+    assert_eq!(status, 200);
+
+    // No Metadata header.
+    let (status, body) = get(&format!("{imds}?{q}"), &[]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request_102")));
+    assert_eq!(body["error_description"], "Required metadata header not specified");
+    // Through a proxy.
+    let (status, _) = get(&format!("{imds}?{q}"), &[("Metadata", "true"), ("X-Forwarded-For", "10.0.0.1")]).await;
+    assert_eq!(status, 403);
+    let (status, _) = get(&format!("{app}?{app_q}"), &[("X-IDENTITY-HEADER", &header), ("X-Forwarded-For", "1.2.3.4")]).await;
+    assert_eq!(status, 403);
+    // Wrong or missing identity header.
+    let (status, _) = get(&format!("{app}?{app_q}"), &[("X-IDENTITY-HEADER", "guess")]).await;
+    assert_eq!(status, 401);
+    let (status, _) = get(&format!("{app}?{app_q}"), &[]).await;
+    assert_eq!(status, 401);
+    // Duplicate query parameters.
+    let (status, _) = get(&format!("{imds}?{q}&resource=https://management.azure.com/"), &[("Metadata", "true")]).await;
+    assert_eq!(status, 400);
+    // An identity that is not attached to this VM.
+    let stranger = uuid::Uuid::new_v4();
+    let (status, body) = get(&format!("{imds}?{q}&client_id={stranger}"), &[("Metadata", "true")]).await;
+    assert_eq!((status, body["error_description"].as_str()), (400, Some("Identity not found")));
+
+    // The legacy MSI_ENDPOINT protocol: header `secret`, param `clientid`.
+    let ua1_client = s.ua1["properties"]["clientId"].as_str().unwrap();
+    let legacy = format!("{app}?api-version=2017-09-01&resource=https://vault.azure.net&clientid={ua1_client}");
+    let (status, body) = get(&legacy, &[("secret", &header)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["client_id"], ua1_client);
+
+    // Detaching an identity stops it at once, even though a token for it was cached.
+    let ua2_client = s.ua2["properties"]["clientId"].as_str().unwrap();
+    let by_ua2 = format!("{imds}?{q}&client_id={ua2_client}");
+    assert_eq!(get(&by_ua2, &[("Metadata", "true")]).await.0, 200);
+    let ua2_id = s.ua2["id"].as_str().unwrap();
+    let patch = json!({"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": { ua2_id: null }}});
+    let reply = s.admin.arm(Method::PATCH, &format!("{}?{API}", s.vm), Some(&patch)).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (status, body) = get(&by_ua2, &[("Metadata", "true")]).await;
+    assert_eq!((status, body["error_description"].as_str()), (400, Some("Identity not found")));
+
+    // An ended session's header and listener stop working.
+    let id = session["id"].as_str().unwrap();
+    let reply = s.admin.arm(Method::DELETE, &format!("/lanyard/sessions/{id}"), None).await.unwrap();
+    assert_eq!(reply.status, 204);
+    let after = reqwest::Client::new()
+        .get(format!("{app}?{app_q}"))
+        .header("X-IDENTITY-HEADER", &header)
+        .send()
+        .await;
+    match after {
+        Err(_) => {}
+        Ok(r) => assert_ne!(r.status().as_u16(), 200, "an ended session still issues tokens"),
+    }
+}

@@ -1,0 +1,96 @@
+//! A client for tests that talks to a test server as the bootstrap administrator (or any
+//! service principal with a secret), the way SDKs do: a client-credentials token, then REST.
+
+use anyhow::{anyhow, Context};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::TestServer;
+
+/// An authenticated REST client for one principal.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    tenant: String,
+    client_id: String,
+    secret: String,
+}
+
+/// A response: status and JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Client {
+    /// As the bootstrap administrator (Owner of the subscription).
+    pub fn admin(server: &TestServer) -> anyhow::Result<Self> {
+        Self::for_app(
+            server,
+            &server.admin.client_id.to_string(),
+            &server.admin.client_secret,
+        )
+    }
+
+    /// As the service principal `client_id` with `secret`.
+    pub fn for_app(server: &TestServer, client_id: &str, secret: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: server.client()?,
+            base: server.url("localhost", ""),
+            tenant: server.admin.tenant_id.to_string(),
+            client_id: client_id.to_string(),
+            secret: secret.to_string(),
+        })
+    }
+
+    /// A token for `scope` from the token service (client-credentials grant).
+    pub async fn token(&self, scope: &str) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .post(format!("{}/{}/oauth2/v2.0/token", self.base, self.tenant))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.secret.as_str()),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .context("token request")?;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        body["access_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("token request failed ({status}): {body}"))
+    }
+
+    /// A control-plane call as this principal.
+    pub async fn arm(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
+        let token = self.token("https://management.azure.com/.default").await?;
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        let r = request.send().await.context("control-plane request")?;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        Ok(Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        })
+    }
+
+    /// `PUT` that must succeed (200 or 201); returns the body.
+    pub async fn put_ok(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let reply = self.arm(Method::PUT, path, Some(body)).await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(anyhow!("PUT {path} -> {}: {}", reply.status, reply.body));
+        }
+        Ok(reply.body)
+    }
+}
