@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::apps::Credentials;
 use crate::discovery::{resolve_tenant, token_endpoint_audiences};
 use crate::errors::TokenError;
-use crate::federation::IssuerKeys;
+use crate::federation::{FetchError, IssuerKeys};
 use crate::form::{
     apply_basic_auth, bounded, parse_form, requested_resource, EndpointVersion, JWT_BEARER,
 };
@@ -346,20 +346,12 @@ impl TokenService {
             .into());
         }
         let clock = self.state.clock.as_ref();
-        let keys = self
-            .issuers
-            .keys(iss, false)
-            .await
-            .map_err(|e| TokenError::IssuerUnreachable(e.to_string()))?;
+        let keys = self.issuers.keys(iss, false).await.map_err(unreachable)?;
         let result = match verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
         {
             Err(AssertionError::UnknownKey(_)) => {
                 // The issuer may have rotated its keys since we fetched them.
-                let keys = self
-                    .issuers
-                    .keys(iss, true)
-                    .await
-                    .map_err(|e| TokenError::IssuerUnreachable(e.to_string()))?;
+                let keys = self.issuers.keys(iss, true).await.map_err(unreachable)?;
                 verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
                     .map(|_| ())
             }
@@ -413,6 +405,20 @@ impl TokenService {
             })
             .await;
         found.copied().unwrap_or(0)
+    }
+}
+
+/// A failed fetch of an issuer's keys. Our own trust configuration is logged, not told to
+/// the client (it names server files).
+fn unreachable(e: FetchError) -> TokenError {
+    match e {
+        FetchError::Trust(reason) => {
+            tracing::error!(%reason, "external issuers cannot be trusted: fix {}", crate::federation::EXTRA_CA_VAR);
+            TokenError::IssuerUnreachable(
+                "the server's trust store for external issuers is misconfigured".into(),
+            )
+        }
+        other => TokenError::IssuerUnreachable(other.to_string()),
     }
 }
 

@@ -140,6 +140,10 @@ pub fn is_login_path(path: &str) -> bool {
     if first.eq_ignore_ascii_case("v1.0") {
         return true;
     }
+    // Lanyard's own key administration lives with the token service.
+    if first.eq_ignore_ascii_case("lanyard") && second == "keys" {
+        return true;
+    }
     if first.eq_ignore_ascii_case("subscriptions")
         || first.eq_ignore_ascii_case("providers")
         || first.eq_ignore_ascii_case("tenants")
@@ -168,6 +172,8 @@ mod tests {
         assert!(is_login_path("/common/discovery/keys"));
         assert!(!is_login_path("/subscriptions/s/resourceGroups/rg"));
         assert!(!is_login_path("/metadata/endpoints"));
+        assert!(is_login_path("/lanyard/keys/rotate"));
+        assert!(!is_login_path("/lanyard/sessions"));
         assert!(!is_login_path(
             "/providers/Microsoft.Authorization/roleDefinitions"
         ));

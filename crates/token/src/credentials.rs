@@ -311,11 +311,12 @@ impl CertificateCredential {
     }
 
     fn matches_header(&self, header: &jws::Header) -> bool {
+        // MSAL Python encodes thumbprints as base64url *with* padding; Entra accepts both.
         if let Some(s256) = &header.x5t_s256 {
-            return s256 == &self.x5t_s256;
+            return s256.trim_end_matches('=') == self.x5t_s256;
         }
         if let Some(x5t) = &header.x5t {
-            return x5t == &self.x5t;
+            return x5t.trim_end_matches('=') == self.x5t;
         }
         // Older clients put the hex thumbprint in `kid`.
         header

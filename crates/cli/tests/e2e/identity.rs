@@ -9,7 +9,10 @@ use crate::support::*;
 use lanyard_testkit::arm::Client;
 use lanyard_testkit::python;
 
-both_backends!(sdks_get_the_resources_tokens, endpoints_refuse_what_could_be_ssrf);
+both_backends!(
+    sdks_get_the_resources_tokens,
+    endpoints_refuse_what_could_be_ssrf
+);
 
 const API: &str = "api-version=2024-03-01";
 
@@ -30,7 +33,10 @@ impl Scenario {
         let sub = server.admin.subscription_id;
         let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
         admin
-            .put_ok(&format!("{rg}?api-version=2021-04-01"), &json!({"location": "local"}))
+            .put_ok(
+                &format!("{rg}?api-version=2021-04-01"),
+                &json!({"location": "local"}),
+            )
             .await
             .unwrap();
         let mut uais = Vec::new();
@@ -38,10 +44,18 @@ impl Scenario {
             let path = format!(
                 "{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}?api-version=2023-01-31"
             );
-            uais.push(admin.put_ok(&path, &json!({"location": "local"})).await.unwrap());
+            uais.push(
+                admin
+                    .put_ok(&path, &json!({"location": "local"}))
+                    .await
+                    .unwrap(),
+            );
         }
         let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
-        let ua_ids: Vec<String> = uais.iter().map(|u| u["id"].as_str().unwrap().to_string()).collect();
+        let ua_ids: Vec<String> = uais
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .collect();
         let body = json!({
             "location": "local",
             "identity": {
@@ -119,7 +133,10 @@ async fn sdks_get_the_resources_tokens(backend: Backend) {
     // App Service protocol (IDENTITY_ENDPOINT + IDENTITY_HEADER), system identity by default.
     let claims = ok_claims(&s.token(&["azure-identity", "mi"]).await).clone();
     assert_eq!(claims["oid"], system.as_str());
-    assert!(claims["xms_mirid"].as_str().unwrap().eq_ignore_ascii_case(&vm_id));
+    assert!(claims["xms_mirid"]
+        .as_str()
+        .unwrap()
+        .eq_ignore_ascii_case(&vm_id));
     assert!(claims.get("xms_az_rid").is_none());
     assert_eq!(claims["aud"], "https://vault.azure.net");
 
@@ -128,20 +145,53 @@ async fn sdks_get_the_resources_tokens(backend: Backend) {
     assert_eq!(claims["oid"], system.as_str());
 
     // User-assigned, selected by client id, object id and resource id.
-    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--client-id", ua1_client]).await).clone();
-    assert!(claims["xms_mirid"].as_str().unwrap().eq_ignore_ascii_case(ua1_id));
-    assert!(claims["xms_az_rid"].as_str().unwrap().eq_ignore_ascii_case(&vm_id));
-    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--object-id", ua2_principal]).await).clone();
+    let claims = ok_claims(
+        &s.token(&["azure-identity", "mi", "--client-id", ua1_client])
+            .await,
+    )
+    .clone();
+    assert!(claims["xms_mirid"]
+        .as_str()
+        .unwrap()
+        .eq_ignore_ascii_case(ua1_id));
+    assert!(claims["xms_az_rid"]
+        .as_str()
+        .unwrap()
+        .eq_ignore_ascii_case(&vm_id));
+    let claims = ok_claims(
+        &s.token(&["azure-identity", "mi", "--object-id", ua2_principal])
+            .await,
+    )
+    .clone();
     assert_eq!(claims["oid"], ua2_principal);
-    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--resource-id", ua1_id]).await).clone();
+    let claims = ok_claims(
+        &s.token(&["azure-identity", "mi", "--resource-id", ua1_id])
+            .await,
+    )
+    .clone();
     assert_eq!(claims["appid"], ua1_client);
 
     // IMDS protocol: the same SDK with only the IMDS override, and MSAL both ways.
-    let claims = ok_claims(&s.token(&["azure-identity", "mi", "--protocol", "imds"]).await).clone();
+    let claims = ok_claims(
+        &s.token(&["azure-identity", "mi", "--protocol", "imds"])
+            .await,
+    )
+    .clone();
     assert_eq!(claims["oid"], system.as_str());
     let claims = ok_claims(&s.token(&["msal", "mi"]).await).clone();
     assert_eq!(claims["oid"], system.as_str());
-    let claims = ok_claims(&s.token(&["msal", "mi", "--protocol", "imds", "--client-id", ua1_client]).await).clone();
+    let claims = ok_claims(
+        &s.token(&[
+            "msal",
+            "mi",
+            "--protocol",
+            "imds",
+            "--client-id",
+            ua1_client,
+        ])
+        .await,
+    )
+    .clone();
     assert_eq!(claims["appid"], ua1_client);
 }
 
@@ -149,7 +199,11 @@ async fn sdks_get_the_resources_tokens(backend: Backend) {
 async fn open_session(s: &Scenario) -> Value {
     let reply = s
         .admin
-        .arm(Method::POST, "/lanyard/sessions", Some(&json!({"resource": "vm1"})))
+        .arm(
+            Method::POST,
+            "/lanyard/sessions",
+            Some(&json!({"resource": "vm1"})),
+        )
         .await
         .unwrap();
     assert_eq!(reply.status, 201, "{}", reply.body);
@@ -187,12 +241,29 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
 
     // No Metadata header.
     let (status, body) = get(&format!("{imds}?{q}"), &[]).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request_102")));
-    assert_eq!(body["error_description"], "Required metadata header not specified");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_request_102"))
+    );
+    assert_eq!(
+        body["error_description"],
+        "Required metadata header not specified"
+    );
     // Through a proxy.
-    let (status, _) = get(&format!("{imds}?{q}"), &[("Metadata", "true"), ("X-Forwarded-For", "10.0.0.1")]).await;
+    let (status, _) = get(
+        &format!("{imds}?{q}"),
+        &[("Metadata", "true"), ("X-Forwarded-For", "10.0.0.1")],
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _) = get(&format!("{app}?{app_q}"), &[("X-IDENTITY-HEADER", &header), ("X-Forwarded-For", "1.2.3.4")]).await;
+    let (status, _) = get(
+        &format!("{app}?{app_q}"),
+        &[
+            ("X-IDENTITY-HEADER", &header),
+            ("X-Forwarded-For", "1.2.3.4"),
+        ],
+    )
+    .await;
     assert_eq!(status, 403);
     // Wrong or missing identity header.
     let (status, _) = get(&format!("{app}?{app_q}"), &[("X-IDENTITY-HEADER", "guess")]).await;
@@ -200,16 +271,29 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
     let (status, _) = get(&format!("{app}?{app_q}"), &[]).await;
     assert_eq!(status, 401);
     // Duplicate query parameters.
-    let (status, _) = get(&format!("{imds}?{q}&resource=https://management.azure.com/"), &[("Metadata", "true")]).await;
+    let (status, _) = get(
+        &format!("{imds}?{q}&resource=https://management.azure.com/"),
+        &[("Metadata", "true")],
+    )
+    .await;
     assert_eq!(status, 400);
     // An identity that is not attached to this VM.
     let stranger = uuid::Uuid::new_v4();
-    let (status, body) = get(&format!("{imds}?{q}&client_id={stranger}"), &[("Metadata", "true")]).await;
-    assert_eq!((status, body["error_description"].as_str()), (400, Some("Identity not found")));
+    let (status, body) = get(
+        &format!("{imds}?{q}&client_id={stranger}"),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some("Identity not found"))
+    );
 
     // The legacy MSI_ENDPOINT protocol: header `secret`, param `clientid`.
     let ua1_client = s.ua1["properties"]["clientId"].as_str().unwrap();
-    let legacy = format!("{app}?api-version=2017-09-01&resource=https://vault.azure.net&clientid={ua1_client}");
+    let legacy = format!(
+        "{app}?api-version=2017-09-01&resource=https://vault.azure.net&clientid={ua1_client}"
+    );
     let (status, body) = get(&legacy, &[("secret", &header)]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["client_id"], ua1_client);
@@ -220,14 +304,25 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
     assert_eq!(get(&by_ua2, &[("Metadata", "true")]).await.0, 200);
     let ua2_id = s.ua2["id"].as_str().unwrap();
     let patch = json!({"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": { ua2_id: null }}});
-    let reply = s.admin.arm(Method::PATCH, &format!("{}?{API}", s.vm), Some(&patch)).await.unwrap();
+    let reply = s
+        .admin
+        .arm(Method::PATCH, &format!("{}?{API}", s.vm), Some(&patch))
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     let (status, body) = get(&by_ua2, &[("Metadata", "true")]).await;
-    assert_eq!((status, body["error_description"].as_str()), (400, Some("Identity not found")));
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some("Identity not found"))
+    );
 
     // An ended session's header and listener stop working.
     let id = session["id"].as_str().unwrap();
-    let reply = s.admin.arm(Method::DELETE, &format!("/lanyard/sessions/{id}"), None).await.unwrap();
+    let reply = s
+        .admin
+        .arm(Method::DELETE, &format!("/lanyard/sessions/{id}"), None)
+        .await
+        .unwrap();
     assert_eq!(reply.status, 204);
     let after = reqwest::Client::new()
         .get(format!("{app}?{app_q}"))
@@ -236,6 +331,10 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
         .await;
     match after {
         Err(_) => {}
-        Ok(r) => assert_ne!(r.status().as_u16(), 200, "an ended session still issues tokens"),
+        Ok(r) => assert_ne!(
+            r.status().as_u16(),
+            200,
+            "an ended session still issues tokens"
+        ),
     }
 }

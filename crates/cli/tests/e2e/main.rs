@@ -5,5 +5,7 @@
 
 mod support;
 
+mod arm;
 mod foundation;
 mod identity;
+mod login;
