@@ -17,7 +17,12 @@ use time::OffsetDateTime;
 use crate::shape::arm_time;
 
 /// The 401 for `failure`. `login` is the authority clients should get a token from.
-pub fn unauthenticated(failure: &AuthFailure, login: &str, audiences: &[String], now: i64) -> ApiError {
+pub fn unauthenticated(
+    failure: &AuthFailure,
+    login: &str,
+    audiences: &[String],
+    now: i64,
+) -> ApiError {
     let (code, message, description) = match failure {
         AuthFailure::Missing => (
             "AuthenticationFailed",
@@ -48,7 +53,11 @@ pub fn unauthenticated(failure: &AuthFailure, login: &str, audiences: &[String],
                 "The access token has been obtained for wrong audience or resource '{aud}'. It should exactly match with one of the allowed audiences '{}'.",
                 audiences.join("','")
             );
-            ("InvalidAuthenticationTokenAudience", message.clone(), message)
+            (
+                "InvalidAuthenticationTokenAudience",
+                message.clone(),
+                message,
+            )
         }
         AuthFailure::Invalid(ValidationError::Revoked) => (
             "InvalidAuthenticationToken",
@@ -113,8 +122,10 @@ mod tests {
         let e = unauthenticated(&AuthFailure::Missing, "https://localhost:8443/", &[], 0);
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
         assert_eq!(e.code, "AuthenticationFailed");
-        let (_, v) = &e.headers[0];
-        let v = v.to_str().unwrap();
+        let response = axum::response::IntoResponse::into_response(e.clone());
+        let v = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
         assert!(v.starts_with("Bearer authorization_uri=\"https://localhost:8443/\""));
         assert!(v.contains("error=\"invalid_token\""));
         let e = unauthenticated(
@@ -126,20 +137,32 @@ mod tests {
         assert_eq!(e.code, "ExpiredAuthenticationToken");
         assert!(e.message.contains("1970-01-01T00:00:10"));
         let e = unauthenticated(
-            &AuthFailure::Invalid(ValidationError::WrongAudience("https://vault.azure.net".into())),
+            &AuthFailure::Invalid(ValidationError::WrongAudience(
+                "https://vault.azure.net".into(),
+            )),
             "x",
             &["https://management.azure.com/".into()],
             0,
         );
         assert_eq!(e.code, "InvalidAuthenticationTokenAudience");
-        let e = unauthenticated(&AuthFailure::Invalid(ValidationError::BadSignature), "x", &[], 0);
+        let e = unauthenticated(
+            &AuthFailure::Invalid(ValidationError::BadSignature),
+            "x",
+            &[],
+            0,
+        );
         assert_eq!(e.code, "InvalidAuthenticationToken");
     }
 
     #[test]
     fn denial_text_matches_arm() {
         let id = uuid::Uuid::nil();
-        let e = authorization_failed(id, "Microsoft.Compute/virtualMachines/write", "/subscriptions/s", "because.");
+        let e = authorization_failed(
+            id,
+            "Microsoft.Compute/virtualMachines/write",
+            "/subscriptions/s",
+            "because.",
+        );
         assert!(e.message.starts_with(&format!(
             "The client '{id}' with object id '{id}' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/write' over scope '/subscriptions/s' or the scope is invalid."
         )));

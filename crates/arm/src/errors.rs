@@ -37,6 +37,12 @@ pub enum ArmError {
     ResourceGroupNotFound(String),
     #[error("The Resource '{resource}' under resource group '{group}' was not found.")]
     ResourceNotFound { resource: String, group: String },
+    #[error(
+        "The resource group '{0}' is in deprovisioning state and cannot perform this operation."
+    )]
+    ResourceGroupBeingDeleted(String),
+    #[error("The resource '{0}' is being deleted and cannot perform this operation.")]
+    ResourceBeingDeleted(String),
     #[error("The location property is required for this definition.")]
     LocationRequired,
     #[error("Invalid resource group location '{requested}'. The Resource group already exists in location '{existing}'.")]
@@ -69,6 +75,10 @@ pub enum ArmError {
     InvalidRoleAssignmentId(String),
     #[error("The specified role definition with ID '{0}' does not exist.")]
     RoleDefinitionDoesNotExist(String),
+    #[error("The role definition '{0}' could not be found.")]
+    RoleDefinitionNotFound(String),
+    #[error("The role assignment '{0}' is not found.")]
+    RoleAssignmentNotFound(String),
     #[error("The role definition ID '{0}' is not valid. The role definition ID must be a GUID.")]
     InvalidRoleDefinitionId(String),
     #[error("The request to create role assignment '{assignment}' is not valid: {reason}.")]
@@ -100,11 +110,15 @@ impl ArmError {
             Self::SubscriptionNotFound(_)
             | Self::ResourceGroupNotFound(_)
             | Self::ResourceNotFound { .. }
+            | Self::RoleDefinitionNotFound(_)
+            | Self::RoleAssignmentNotFound(_)
             | Self::PathNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidResourceGroupLocation { .. }
             | Self::InvalidResourceLocation { .. }
             | Self::RoleAssignmentExists
+            | Self::ResourceGroupBeingDeleted(_)
+            | Self::ResourceBeingDeleted(_)
             | Self::RoleAssignmentUpdateNotPermitted
             | Self::RoleDefinitionWithSameNameExists(_)
             | Self::RoleDefinitionHasAssignments(_)
@@ -129,6 +143,8 @@ impl ArmError {
             Self::ResourceGroupNotFound(_) => "ResourceGroupNotFound",
             Self::ResourceNotFound { .. } => "ResourceNotFound",
             Self::LocationRequired => "LocationRequired",
+            Self::ResourceGroupBeingDeleted(_) => "ResourceGroupBeingDeleted",
+            Self::ResourceBeingDeleted(_) => "AnotherOperationInProgress",
             Self::InvalidResourceGroupLocation { .. } => "InvalidResourceGroupLocation",
             Self::InvalidResourceLocation { .. } => "InvalidResourceLocation",
             Self::InvalidField { .. } => "InvalidRequestContent",
@@ -145,6 +161,8 @@ impl ArmError {
             Self::InvalidRoleAssignmentId(_) => "InvalidRoleAssignmentId",
             Self::RoleDefinitionDoesNotExist(_) => "RoleDefinitionDoesNotExist",
             Self::InvalidRoleDefinitionId(_) => "InvalidRoleDefinitionId",
+            Self::RoleDefinitionNotFound(_) => "RoleDefinitionDoesNotExist",
+            Self::RoleAssignmentNotFound(_) => "RoleAssignmentNotFound",
             Self::NotAssignable { .. } => "InvalidCreateRoleAssignmentRequest",
             Self::RoleDefinitionWithSameNameExists(_) => "RoleDefinitionWithSameNameExists",
             Self::BuiltInRoleReadOnly(_) => "BuiltInRoleDefinitionCannotBeModified",

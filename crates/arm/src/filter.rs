@@ -24,6 +24,9 @@ pub struct FilterError(pub String);
 pub fn parse(input: &str) -> Result<Vec<Clause>, FilterError> {
     let err = || FilterError(input.to_string());
     let tokens = tokenize(input).ok_or_else(err)?;
+    if tokens.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut clauses = Vec::new();
     for part in tokens.split(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("and"))) {
         match part {
@@ -145,7 +148,10 @@ mod tests {
                 cmp("resourcegroupname", "eq", "rg and x")
             ]
         );
-        assert_eq!(parse("roleName eq 'O''Brien'").unwrap()[0], cmp("rolename", "eq", "O'Brien"));
+        assert_eq!(
+            parse("roleName eq 'O''Brien'").unwrap()[0],
+            cmp("rolename", "eq", "O'Brien")
+        );
         assert_eq!(parse("").unwrap(), vec![]);
     }
 

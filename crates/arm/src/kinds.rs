@@ -236,8 +236,13 @@ mod tests {
         )
         .unwrap()
         .id_in(&uai, "f1");
-        assert!(fic.as_str().ends_with("/u1/federatedIdentityCredentials/f1"));
-        assert_eq!(of(&fic).map(|k| k.family), Some(Family::FederatedCredential));
+        assert!(fic
+            .as_str()
+            .ends_with("/u1/federatedIdentityCredentials/f1"));
+        assert_eq!(
+            of(&fic).map(|k| k.family),
+            Some(Family::FederatedCredential)
+        );
     }
 
     #[test]

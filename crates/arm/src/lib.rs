@@ -105,8 +105,9 @@ async fn serve(arm: &Arm, request: Request, correlation: &str) -> Result<Respons
         return Ok(api::directory::metadata(arm));
     }
     let state = arm.state();
-    let caller = lanyard_platform::authn::authenticate(&state.tokens, &arm.0.validator, request.headers())
-        .map_err(|failure| {
+    let caller =
+        lanyard_platform::authn::authenticate(&state.tokens, &arm.0.validator, request.headers())
+            .map_err(|failure| {
             let login = format!("{}/", state.endpoints().localhost());
             auth::unauthenticated(&failure, &login, &arm.0.audiences, state.clock.unix())
         })?;

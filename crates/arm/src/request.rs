@@ -115,7 +115,9 @@ mod tests {
 
     #[test]
     fn queries_decode() {
-        let q = parse_query(Some("api-version=2022-04-01&%24filter=atScope()+and+x%20eq%20%27a%27"));
+        let q = parse_query(Some(
+            "api-version=2022-04-01&%24filter=atScope()+and+x%20eq%20%27a%27",
+        ));
         assert_eq!(q[0], ("api-version".into(), "2022-04-01".into()));
         assert_eq!(q[1], ("$filter".into(), "atScope() and x eq 'a'".into()));
     }

@@ -174,7 +174,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
                 id = id.with_child(rest[2 * i], rest[2 * i + 1]);
                 types.push(rest[2 * i].to_string());
             }
-            if rest.len() % 2 == 0 {
+            if pairs * 2 == rest.len() {
                 Ok(Route::Resource(id))
             } else {
                 types.push(rest[rest.len() - 1].to_string());
@@ -193,11 +193,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
 fn unknown(namespace: &str, rest: &[&str]) -> RouteError {
     RouteError::UnknownType {
         namespace: namespace.to_string(),
-        types: rest
-            .iter()
-            .step_by(2)
-            .map(|s| (*s).to_string())
-            .collect(),
+        types: rest.iter().step_by(2).map(|s| (*s).to_string()).collect(),
     }
 }
 
@@ -248,7 +244,9 @@ mod tests {
     #[test]
     fn resources_children_and_collections() {
         assert_eq!(
-            parse(&format!("{RG}/providers/Microsoft.Compute/virtualMachines/vm1")),
+            parse(&format!(
+                "{RG}/providers/Microsoft.Compute/virtualMachines/vm1"
+            )),
             Ok(Route::Resource(id(&format!(
                 "{RG}/providers/Microsoft.Compute/virtualMachines/vm1"
             ))))

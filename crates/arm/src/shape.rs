@@ -260,7 +260,9 @@ pub fn role_assignment(a: &RoleAssignment) -> Value {
 /// A role definition's id as ARM writes it, seen from `subscription` (or from the root).
 pub fn role_definition_id(id: Uuid, subscription: Option<&str>) -> String {
     match subscription {
-        Some(s) => format!("/subscriptions/{s}/providers/Microsoft.Authorization/roleDefinitions/{id}"),
+        Some(s) => {
+            format!("/subscriptions/{s}/providers/Microsoft.Authorization/roleDefinitions/{id}")
+        }
         None => format!("/providers/Microsoft.Authorization/roleDefinitions/{id}"),
     }
 }
@@ -290,7 +292,11 @@ fn status_text(code: u16) -> &'static str {
 pub fn activity_event(r: &ActivityRecord, tenant: Uuid) -> Value {
     let failed = r.status != "Succeeded";
     let resource_type = r.scope.resource_type();
-    let provider = resource_type.split('/').next().unwrap_or_default().to_string();
+    let provider = resource_type
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let ticks = (r.time.unix_timestamp_nanos() / 100) + 621_355_968_000_000_000;
     let sub_status = status_text(r.http_status);
     let mut properties = json!({

@@ -55,12 +55,14 @@ pub fn read_request(name: &str, body: &Value) -> Result<Request, ArmError> {
         None => None,
         Some(t) => Some(PrincipalType::parse(&t).ok_or(ArmError::InvalidField {
             field: "principalType",
-            reason: format!("'{t}' is not one of User, Group, ServicePrincipal, ForeignGroup, Device"),
+            reason: format!(
+                "'{t}' is not one of User, Group, ServicePrincipal, ForeignGroup, Device"
+            ),
         })?),
     };
     let condition = text("condition");
-    let condition_version = text("conditionVersion")
-        .or_else(|| condition.as_ref().map(|_| "2.0".to_string()));
+    let condition_version =
+        text("conditionVersion").or_else(|| condition.as_ref().map(|_| "2.0".to_string()));
     Ok(Request {
         id,
         role,
@@ -100,12 +102,10 @@ pub fn create(
         assignment: request.id.to_string(),
         reason,
     })?;
-    let principal = view
-        .principal
-        .ok_or_else(|| ArmError::PrincipalNotFound {
-            principal: request.principal.to_string(),
-            tenant: ctx.tenant_id.to_string(),
-        })?;
+    let principal = view.principal.ok_or_else(|| ArmError::PrincipalNotFound {
+        principal: request.principal.to_string(),
+        tenant: ctx.tenant_id.to_string(),
+    })?;
     let actual = principal.principal_type();
     if let Some(given) = request.principal_type {
         if given != actual {
@@ -156,13 +156,19 @@ pub fn create(
     let mut batch = Batch::new();
     // The principal and the scope must still be there when this lands: their deletions remove
     // assignments by predicate, which cannot see one committed after them.
-    batch.expect.push(Expect::PrincipalExists(request.principal));
+    batch
+        .expect
+        .push(Expect::PrincipalExists(request.principal));
     if let Some(anchor) = view.anchor {
         batch.expect.push(Expect::ResourceExists(anchor.id.clone()));
     }
     batch.push(Change::PutAssignment(assignment.clone()));
     batch.push(ctx.activity(WRITE, &assignment.resource_id(), 201, Some(raw.clone())));
-    Ok(Plan::new(batch, 201, Some(shape::role_assignment(&assignment))))
+    Ok(Plan::new(
+        batch,
+        201,
+        Some(shape::role_assignment(&assignment)),
+    ))
 }
 
 /// `DELETE` of an existing assignment → 200 with the assignment.
@@ -208,7 +214,10 @@ mod tests {
         ));
         assert!(matches!(
             read_request(&id, &json!({"properties": {"principalId": id}})),
-            Err(ArmError::InvalidField { field: "roleDefinitionId", .. })
+            Err(ArmError::InvalidField {
+                field: "roleDefinitionId",
+                ..
+            })
         ));
         let r = read_request(
             &id,
@@ -228,17 +237,41 @@ mod tests {
         let raw = body(reader.id, p.object_id);
         let req = read_request(&fx.next().to_string(), &raw).unwrap();
 
-        let no_role = with_ctx(&fx, |ctx| create(ctx, &scope, &req, &raw, AssignmentView::default()));
-        assert!(matches!(no_role, Err(ArmError::RoleDefinitionDoesNotExist(_))));
+        let no_role = with_ctx(&fx, |ctx| {
+            create(ctx, &scope, &req, &raw, AssignmentView::default())
+        });
+        assert!(matches!(
+            no_role,
+            Err(ArmError::RoleDefinitionDoesNotExist(_))
+        ));
 
         let no_principal = with_ctx(&fx, |ctx| {
-            create(ctx, &scope, &req, &raw, AssignmentView { role: Some(&reader), ..Default::default() })
+            create(
+                ctx,
+                &scope,
+                &req,
+                &raw,
+                AssignmentView {
+                    role: Some(&reader),
+                    ..Default::default()
+                },
+            )
         });
         let e = no_principal.unwrap_err();
         assert!(e.to_string().contains(" does not exist in the directory "));
 
         let ok = with_ctx(&fx, |ctx| {
-            create(ctx, &scope, &req, &raw, AssignmentView { role: Some(&reader), principal: Some(&p), ..Default::default() })
+            create(
+                ctx,
+                &scope,
+                &req,
+                &raw,
+                AssignmentView {
+                    role: Some(&reader),
+                    principal: Some(&p),
+                    ..Default::default()
+                },
+            )
         })
         .unwrap();
         assert_eq!(ok.status, 201);
@@ -246,9 +279,16 @@ mod tests {
         assert_eq!(body["properties"]["scope"], scope.to_string());
         assert_eq!(body["properties"]["principalType"], "ServicePrincipal");
         assert_eq!(body["properties"]["createdBy"], fx.caller.to_string());
-        assert!(ok.batch.expect.contains(&Expect::PrincipalExists(p.object_id)));
+        assert!(ok
+            .batch
+            .expect
+            .contains(&Expect::PrincipalExists(p.object_id)));
         // The activity entry keeps the request body.
-        assert!(ok.batch.changes.iter().any(|c| matches!(c, Change::AppendActivity(a) if a.body.as_ref() == Some(&raw))));
+        assert!(ok
+            .batch
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::AppendActivity(a) if a.body.as_ref() == Some(&raw))));
 
         let assignment = ok
             .batch
@@ -261,19 +301,56 @@ mod tests {
             .unwrap();
         let other = read_request(&fx.next().to_string(), &raw).unwrap();
         let dup = with_ctx(&fx, |ctx| {
-            create(ctx, &scope, &other, &raw, AssignmentView { role: Some(&reader), principal: Some(&p), duplicate: Some(&assignment), ..Default::default() })
+            create(
+                ctx,
+                &scope,
+                &other,
+                &raw,
+                AssignmentView {
+                    role: Some(&reader),
+                    principal: Some(&p),
+                    duplicate: Some(&assignment),
+                    ..Default::default()
+                },
+            )
         });
         assert!(matches!(dup, Err(ArmError::RoleAssignmentExists)));
         // The same PUT again is accepted.
         let again = with_ctx(&fx, |ctx| {
-            create(ctx, &scope, &req, &raw, AssignmentView { role: Some(&reader), principal: Some(&p), existing: Some(&assignment), duplicate: Some(&assignment), ..Default::default() })
+            create(
+                ctx,
+                &scope,
+                &req,
+                &raw,
+                AssignmentView {
+                    role: Some(&reader),
+                    principal: Some(&p),
+                    existing: Some(&assignment),
+                    duplicate: Some(&assignment),
+                    ..Default::default()
+                },
+            )
         });
         assert!(again.is_ok());
         let elsewhere = ResourceId::parse("/subscriptions/s").unwrap();
         let moved = with_ctx(&fx, |ctx| {
-            create(ctx, &elsewhere, &req, &raw, AssignmentView { role: Some(&reader), principal: Some(&p), existing: Some(&assignment), ..Default::default() })
+            create(
+                ctx,
+                &elsewhere,
+                &req,
+                &raw,
+                AssignmentView {
+                    role: Some(&reader),
+                    principal: Some(&p),
+                    existing: Some(&assignment),
+                    ..Default::default()
+                },
+            )
         });
-        assert!(matches!(moved, Err(ArmError::RoleAssignmentUpdateNotPermitted)));
+        assert!(matches!(
+            moved,
+            Err(ArmError::RoleAssignmentUpdateNotPermitted)
+        ));
 
         let typed = read_request(
             &fx.next().to_string(),
@@ -281,9 +358,22 @@ mod tests {
         )
         .unwrap();
         let mismatch = with_ctx(&fx, |ctx| {
-            create(ctx, &scope, &typed, &raw, AssignmentView { role: Some(&reader), principal: Some(&p), ..Default::default() })
+            create(
+                ctx,
+                &scope,
+                &typed,
+                &raw,
+                AssignmentView {
+                    role: Some(&reader),
+                    principal: Some(&p),
+                    ..Default::default()
+                },
+            )
         });
-        assert!(matches!(mismatch, Err(ArmError::UnmatchedPrincipalType { .. })));
+        assert!(matches!(
+            mismatch,
+            Err(ArmError::UnmatchedPrincipalType { .. })
+        ));
     }
 
     #[test]
@@ -302,7 +392,17 @@ mod tests {
         let req = read_request(&fx.next().to_string(), &raw).unwrap();
         let scope = ResourceId::parse("/subscriptions/s/resourceGroups/b").unwrap();
         let r = with_ctx(&fx, |ctx| {
-            create(ctx, &scope, &req, &raw, AssignmentView { role: Some(&role), principal: Some(&p), ..Default::default() })
+            create(
+                ctx,
+                &scope,
+                &req,
+                &raw,
+                AssignmentView {
+                    role: Some(&role),
+                    principal: Some(&p),
+                    ..Default::default()
+                },
+            )
         });
         match r {
             Err(e @ ArmError::NotAssignable { .. }) => {

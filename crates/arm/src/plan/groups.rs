@@ -6,9 +6,9 @@ use lanyard_storage::{Batch, Change, Expect, ResourceRecord};
 use serde_json::{json, Map, Value};
 
 use super::removal::{cascade, Cascade};
-use super::{expect_as_read, location, object, same_location, tags, Context, Plan};
+use super::{expect_as_read, is_deleting, location, object, same_location, tags, Context, Plan};
 use crate::errors::ArmError;
-use crate::kinds::{valid_group_name, RESOURCE_GROUP_TYPE};
+use crate::kinds::{valid_group_name, RESOURCE_GROUP_TYPE, UAI_TYPE};
 
 const WRITE: &str = "Microsoft.Resources/subscriptions/resourceGroups/write";
 const DELETE: &str = "Microsoft.Resources/subscriptions/resourceGroups/delete";
@@ -43,6 +43,9 @@ pub fn put(
     let requested = location(request)?.ok_or(ArmError::LocationRequired)?;
     let tags = tags(request)?.unwrap_or_else(|| Value::Object(Map::new()));
     if let Some(e) = existing {
+        if is_deleting(e) {
+            return Err(ArmError::ResourceGroupBeingDeleted(e.id.name().to_string()));
+        }
         if !same_location(&e.body, &requested) {
             return Err(ArmError::InvalidResourceGroupLocation {
                 existing: e.body["location"].as_str().unwrap_or_default().to_string(),
@@ -72,6 +75,11 @@ pub fn patch(
     request: &Value,
 ) -> Result<Plan, ArmError> {
     object(request)?;
+    if is_deleting(existing) {
+        return Err(ArmError::ResourceGroupBeingDeleted(
+            existing.id.name().to_string(),
+        ));
+    }
     if let Some(requested) = location(request)? {
         if !same_location(&existing.body, &requested) {
             return Err(ArmError::InvalidResourceGroupLocation {
@@ -117,20 +125,42 @@ pub struct GroupContents<'a> {
     pub cascade: Cascade<'a>,
 }
 
-/// `DELETE`: the group, everything in it, the principals of identities in it, assignments at
-/// scopes within it, and the group's user-assigned identities in resources elsewhere; one
-/// batch. Answers 200 synchronously, which SDK pollers take as done.
+/// The first step of a deletion: marks the group and the user-assigned identities in it as
+/// `Deleting`, so no write in the group and no attachment of its identities slips past the
+/// second step. `None` when everything is marked already.
+pub fn mark(
+    ctx: &Context<'_>,
+    group: &ResourceRecord,
+    resources: &[ResourceRecord],
+) -> Option<Batch> {
+    let mut batch = Batch::new();
+    if !is_deleting(group) {
+        ctx.mark_deleting(&mut batch, group);
+    }
+    for r in resources {
+        if r.id.is_type(UAI_TYPE) && !is_deleting(r) {
+            ctx.mark_deleting(&mut batch, r);
+        }
+    }
+    (!batch.is_empty()).then_some(batch)
+}
+
+/// `DELETE`, second step (after [`mark`]): the group, everything in it, the principals of
+/// identities in it, assignments at scopes within it, and the group's user-assigned identities
+/// in resources elsewhere; one batch. Answers 200 synchronously, which SDK pollers take as
+/// done.
 pub fn delete(ctx: &Context<'_>, contents: GroupContents<'_>) -> Plan {
     let group = contents.group;
     let mut batch = Batch::new();
-    // INVARIANT: anything that creates a principal in this group touches the group, so this
-    // expectation fails if such a change landed after `contents` was read.
-    batch
-        .expect
-        .push(Expect::ResourceUnchanged(group.id.clone(), group.updated_at));
+    // INVARIANT: the group and its identities are marked `Deleting`: writes in the group and
+    // attachments of its identities that read them before the mark fail their expectations,
+    // later ones are refused, so `contents` and `cascade.referencing` are complete.
+    batch.expect.push(Expect::ResourceUnchanged(
+        group.id.clone(),
+        group.updated_at,
+    ));
     for r in contents.resources {
-        if r.id.is_type(crate::kinds::UAI_TYPE) {
-            // Attaching a UAI touches it; a reference made since we read would be missed.
+        if r.id.is_type(UAI_TYPE) {
             batch
                 .expect
                 .push(Expect::ResourceUnchanged(r.id.clone(), r.updated_at));
@@ -157,7 +187,12 @@ mod tests {
         let fx = Fixture::new();
         let id = ResourceId::parse("/subscriptions/s/resourcegroups/My-RG").unwrap();
         let plan = with_ctx(&fx, |ctx| {
-            put(ctx, &id, &json!({"location": "West Europe", "tags": {"a": "b"}}), None)
+            put(
+                ctx,
+                &id,
+                &json!({"location": "West Europe", "tags": {"a": "b"}}),
+                None,
+            )
         })
         .unwrap();
         assert_eq!(plan.status, 201);
@@ -169,7 +204,12 @@ mod tests {
 
         let existing = record("/subscriptions/s/resourceGroups/My-RG", body);
         let again = with_ctx(&fx, |ctx| {
-            put(ctx, &id, &json!({"location": "westeurope"}), Some(&existing))
+            put(
+                ctx,
+                &id,
+                &json!({"location": "westeurope"}),
+                Some(&existing),
+            )
         })
         .unwrap();
         assert_eq!(again.status, 200);
@@ -197,12 +237,62 @@ mod tests {
             Err(ArmError::LocationRequired)
         ));
         assert!(matches!(
-            with_ctx(&fx, |ctx| put(ctx, &id, &json!({"location": "x", "tags": {"a": 1}}), None)),
+            with_ctx(&fx, |ctx| put(
+                ctx,
+                &id,
+                &json!({"location": "x", "tags": {"a": 1}}),
+                None
+            )),
             Err(ArmError::InvalidField { field: "tags", .. })
         ));
         assert!(matches!(
             with_ctx(&fx, |ctx| put(ctx, &id, &json!([1]), None)),
             Err(ArmError::InvalidRequestContent(_))
+        ));
+    }
+
+    #[test]
+    fn deletion_marks_the_group_and_its_identities_first() {
+        let fx = Fixture::new();
+        let group = record(
+            RG,
+            json!({"location": "x", "properties": {"provisioningState": "Succeeded"}}),
+        );
+        let uai = record(
+            &format!("{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u"),
+            json!({"properties": {}}),
+        );
+        let vm = record(
+            &format!("{RG}/providers/Microsoft.Compute/virtualMachines/vm"),
+            json!({}),
+        );
+        let batch = with_ctx(&fx, |ctx| mark(ctx, &group, &[uai.clone(), vm.clone()])).unwrap();
+        let marked: Vec<ResourceRecord> = batch
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::PutResource(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(marked.len(), 2);
+        assert!(marked.iter().all(crate::plan::is_deleting));
+        assert!(batch.expect.contains(&Expect::ResourceUnchanged(
+            group.id.clone(),
+            group.updated_at
+        )));
+        // Once marked, writes in the group are refused.
+        let marked_group = marked.iter().find(|r| r.id == group.id).unwrap().clone();
+        assert!(with_ctx(&fx, |ctx| mark(ctx, &marked_group, &marked)).is_none());
+        let id = ResourceId::parse(RG).unwrap();
+        assert!(matches!(
+            with_ctx(&fx, |ctx| put(
+                ctx,
+                &id,
+                &json!({"location": "x"}),
+                Some(&marked_group)
+            )),
+            Err(ArmError::ResourceGroupBeingDeleted(_))
         ));
     }
 
@@ -271,10 +361,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(rewritten["identity"]["type"], "SystemAssigned");
-        assert!(plan
-            .batch
-            .expect
-            .contains(&Expect::ResourceUnchanged(group.id.clone(), group.updated_at)));
+        assert!(plan.batch.expect.contains(&Expect::ResourceUnchanged(
+            group.id.clone(),
+            group.updated_at
+        )));
         assert!(plan
             .batch
             .expect

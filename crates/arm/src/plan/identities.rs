@@ -8,7 +8,10 @@ use lanyard_domain::{ChangeMode, ResourceId, ServicePrincipalSource};
 use lanyard_storage::{Batch, Change, Expect, ResourceRecord};
 use serde_json::{json, Map, Value};
 
-use super::{expect_as_read, location, object, properties, same_location, tags, Context, Plan};
+use super::{
+    expect_as_read, expect_group, is_deleting, location, object, properties, same_location, tags,
+    Context, Plan,
+};
 use crate::errors::ArmError;
 use crate::kinds::{Kind, FIC_TYPE, UAI_TYPE};
 use crate::shape::uai_ids;
@@ -81,9 +84,12 @@ pub fn write(
         (None, _, _) => json!({}),
     };
 
+    if let Some(e) = existing.filter(|e| is_deleting(e)) {
+        return Err(ArmError::ResourceBeingDeleted(e.id.to_string()));
+    }
     let mut batch = Batch::new();
     expect_as_read(&mut batch, &id, existing);
-    batch.expect.push(Expect::ResourceExists(group.id.clone()));
+    expect_group(&mut batch, group)?;
     let (principal_id, client_id) = match existing.and_then(|e| uai_ids(&e.body)) {
         Some(ids) => ids,
         None => {
@@ -98,8 +104,6 @@ pub fn write(
                 principal.client_id().unwrap_or_default(),
             );
             batch.push(Change::PutPrincipal(principal));
-            // A deletion of the group planned concurrently must see the new principal.
-            ctx.touch(&mut batch, group);
             ids
         }
     };
@@ -182,6 +186,9 @@ pub fn put_credential(
             })
         }
     };
+    if is_deleting(parent) {
+        return Err(ArmError::ResourceBeingDeleted(parent.id.to_string()));
+    }
     if existing.is_none() && siblings >= MAX_FEDERATED_CREDENTIALS {
         return Err(ArmError::InvalidField {
             field: "name",
@@ -203,9 +210,7 @@ pub fn put_credential(
     });
     let mut batch = Batch::new();
     expect_as_read(&mut batch, &id, existing);
-    batch
-        .expect
-        .push(Expect::ResourceExists(parent.id.clone()));
+    batch.expect.push(Expect::ResourceExists(parent.id.clone()));
     batch.push(Change::PutResource(ctx.record(
         id.clone(),
         FIC_TYPE.to_string(),
@@ -247,7 +252,15 @@ mod tests {
         ))
         .unwrap();
         let plan = with_ctx(&fx, |ctx| {
-            write(ctx, uai_kind(), &id, &json!({"location": "West US", "tags": {"a": "1"}}), &group, None, ChangeMode::Put)
+            write(
+                ctx,
+                uai_kind(),
+                &id,
+                &json!({"location": "West US", "tags": {"a": "1"}}),
+                &group,
+                None,
+                ChangeMode::Put,
+            )
         })
         .unwrap();
         assert_eq!(plan.status, 201);
@@ -261,7 +274,10 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        assert_eq!(body["properties"]["principalId"], principal.object_id.to_string());
+        assert_eq!(
+            body["properties"]["principalId"],
+            principal.object_id.to_string()
+        );
         assert_eq!(
             body["properties"]["clientId"],
             principal.client_id().unwrap().to_string()
@@ -276,20 +292,39 @@ mod tests {
         ));
         let existing = record(id.as_str(), body.clone());
         let patch = with_ctx(&fx, |ctx| {
-            write(ctx, uai_kind(), &id, &json!({"tags": {"b": "2"}, "properties": {"principalId": "forged"}}), &group, Some(&existing), ChangeMode::Patch)
+            write(
+                ctx,
+                uai_kind(),
+                &id,
+                &json!({"tags": {"b": "2"}, "properties": {"principalId": "forged"}}),
+                &group,
+                Some(&existing),
+                ChangeMode::Patch,
+            )
         })
         .unwrap();
         assert_eq!(patch.status, 200);
         let b = patch.body.unwrap();
         assert_eq!(b["tags"], json!({"b": "2"}));
-        assert_eq!(b["properties"]["principalId"], body["properties"]["principalId"]);
+        assert_eq!(
+            b["properties"]["principalId"],
+            body["properties"]["principalId"]
+        );
         assert!(!patch
             .batch
             .changes
             .iter()
             .any(|c| matches!(c, Change::PutPrincipal(_))));
         let missing = with_ctx(&fx, |ctx| {
-            write(ctx, uai_kind(), &id, &json!({}), &group, None, ChangeMode::Patch)
+            write(
+                ctx,
+                uai_kind(),
+                &id,
+                &json!({}),
+                &group,
+                None,
+                ChangeMode::Patch,
+            )
         });
         assert!(matches!(missing, Err(ArmError::ResourceNotFound { .. })));
         let bad = ResourceId::parse(&format!(
@@ -297,7 +332,15 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(
-            with_ctx(&fx, |ctx| write(ctx, uai_kind(), &bad, &json!({"location": "x"}), &group, None, ChangeMode::Put)),
+            with_ctx(&fx, |ctx| write(
+                ctx,
+                uai_kind(),
+                &bad,
+                &json!({"location": "x"}),
+                &group,
+                None,
+                ChangeMode::Put
+            )),
             Err(ArmError::InvalidResourceName { .. })
         ));
     }
@@ -309,7 +352,11 @@ mod tests {
             &format!("{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"),
             json!({}),
         );
-        let id = ResourceId::parse(&format!("{}/federatedIdentityCredentials/gh-main", parent.id)).unwrap();
+        let id = ResourceId::parse(&format!(
+            "{}/federatedIdentityCredentials/gh-main",
+            parent.id
+        ))
+        .unwrap();
         let plan = with_ctx(&fx, |ctx| {
             put_credential(
                 ctx,
@@ -336,16 +383,47 @@ mod tests {
             })
         );
         let no_subject = with_ctx(&fx, |ctx| {
-            put_credential(ctx, fic_kind(), &id, &json!({"properties": {"issuer": "https://x"}}), &parent, None, 0)
+            put_credential(
+                ctx,
+                fic_kind(),
+                &id,
+                &json!({"properties": {"issuer": "https://x"}}),
+                &parent,
+                None,
+                0,
+            )
         });
-        assert!(matches!(no_subject, Err(ArmError::InvalidField { field: "subject", .. })));
+        assert!(matches!(
+            no_subject,
+            Err(ArmError::InvalidField {
+                field: "subject",
+                ..
+            })
+        ));
         let full = with_ctx(&fx, |ctx| {
-            put_credential(ctx, fic_kind(), &id, &json!({"properties": {"issuer": "https://x", "subject": "s"}}), &parent, None, 20)
+            put_credential(
+                ctx,
+                fic_kind(),
+                &id,
+                &json!({"properties": {"issuer": "https://x", "subject": "s"}}),
+                &parent,
+                None,
+                20,
+            )
         });
         assert!(full.is_err());
-        let bad_name = ResourceId::parse(&format!("{}/federatedIdentityCredentials/-x", parent.id)).unwrap();
+        let bad_name =
+            ResourceId::parse(&format!("{}/federatedIdentityCredentials/-x", parent.id)).unwrap();
         assert!(matches!(
-            with_ctx(&fx, |ctx| put_credential(ctx, fic_kind(), &bad_name, &json!({}), &parent, None, 0)),
+            with_ctx(&fx, |ctx| put_credential(
+                ctx,
+                fic_kind(),
+                &bad_name,
+                &json!({}),
+                &parent,
+                None,
+                0
+            )),
             Err(ArmError::InvalidResourceName { .. })
         ));
     }

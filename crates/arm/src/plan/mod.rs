@@ -4,11 +4,14 @@
 //! clock or randomness except through [`Context`], so every transactional rule is unit-tested
 //! here.
 //!
-//! Concurrency: every plan states what it read with [`Expect`]s. A plan that creates a
-//! principal inside a resource group also rewrites ("touches") the group record, and deleting
-//! a group expects the group unchanged, so a group deletion never misses an identity created
-//! while it was being planned. Attaching a user-assigned identity touches that identity for the
-//! same reason. When an expectation fails the handler loads and plans again.
+//! Concurrency: every plan states what it read with [`Expect`]s, and when one fails the
+//! handler loads and plans again. Deleting a group or a user-assigned identity takes two
+//! commits: the first marks it `Deleting` (`properties.provisioningState`), the second
+//! removes it with everything that depends on it, expecting the mark unchanged. Writes in a
+//! group expect the group as read and refuse a group being deleted, and attaching an identity
+//! expects the identity as read and refuses one being deleted; so the removal never misses a
+//! principal created, or a reference made, while it was being planned, and concurrent writes
+//! in one group do not conflict with each other.
 //!
 //! - [`groups`]: resource groups (create, update, delete with everything in them).
 //! - [`resources`]: resources that hold identities (the `identity` block).
@@ -117,15 +120,20 @@ impl Context<'_> {
         }
     }
 
-    /// Rewrites `record` unchanged but for a later `updated_at`, expecting it as read, so a
-    /// concurrent plan that read it fails its own expectation and plans again.
-    pub fn touch(&self, batch: &mut Batch, record: &ResourceRecord) {
-        let mut touched = record.clone();
-        touched.updated_at = self.later_than(record.updated_at);
-        batch
-            .expect
-            .push(Expect::ResourceUnchanged(record.id.clone(), record.updated_at));
-        batch.push(Change::PutResource(touched));
+    /// Marks `record` as being deleted (`properties.provisioningState: Deleting`), expecting
+    /// it as read.
+    pub fn mark_deleting(&self, batch: &mut Batch, record: &ResourceRecord) {
+        let mut marked = record.clone();
+        if !marked.body["properties"].is_object() {
+            marked.body["properties"] = Value::Object(Map::new());
+        }
+        marked.body["properties"]["provisioningState"] = Value::String(DELETING.to_string());
+        marked.updated_at = self.later_than(record.updated_at);
+        batch.expect.push(Expect::ResourceUnchanged(
+            record.id.clone(),
+            record.updated_at,
+        ));
+        batch.push(Change::PutResource(marked));
     }
 
     /// `now`, or just after `t` when the clock has not moved past it.
@@ -153,6 +161,29 @@ impl Context<'_> {
             updated_at: existing.map_or(self.now, |e| self.later_than(e.updated_at)),
         }
     }
+}
+
+/// The provisioning state of a resource being deleted.
+pub const DELETING: &str = "Deleting";
+
+/// Whether `record` is marked as being deleted.
+pub fn is_deleting(record: &ResourceRecord) -> bool {
+    record.body["properties"]["provisioningState"].as_str() == Some(DELETING)
+}
+
+/// Refuses writes in a group being deleted, and expects the group as read: a group deletion
+/// marks the group first, so a write that read it before the mark fails and plans again.
+fn expect_group(batch: &mut Batch, group: &ResourceRecord) -> Result<(), ArmError> {
+    if is_deleting(group) {
+        return Err(ArmError::ResourceGroupBeingDeleted(
+            group.id.name().to_string(),
+        ));
+    }
+    batch.expect.push(Expect::ResourceUnchanged(
+        group.id.clone(),
+        group.updated_at,
+    ));
+    Ok(())
 }
 
 /// Expects `existing` as read, or the id to be free.

@@ -94,13 +94,25 @@ pub fn cascade(ctx: &Context<'_>, batch: &mut Batch, removed: &[ResourceRecord],
     }
 }
 
+/// The first step of deleting a user-assigned identity: mark it `Deleting` so that no
+/// attachment slips past the second step. `None` for other resources, or when marked.
+pub fn mark(ctx: &Context<'_>, record: &ResourceRecord) -> Option<Batch> {
+    if !record.id.is_type(UAI_TYPE) || super::is_deleting(record) {
+        return None;
+    }
+    let mut batch = Batch::new();
+    ctx.mark_deleting(&mut batch, record);
+    Some(batch)
+}
+
 /// Deleting one resource (a resource holding identities, a user-assigned identity, or a
 /// federated credential) with everything below it.
 pub fn delete_resource(ctx: &Context<'_>, record: &ResourceRecord, c: Cascade<'_>) -> Plan {
     let mut batch = Batch::new();
-    batch
-        .expect
-        .push(Expect::ResourceUnchanged(record.id.clone(), record.updated_at));
+    batch.expect.push(Expect::ResourceUnchanged(
+        record.id.clone(),
+        record.updated_at,
+    ));
     cascade(ctx, &mut batch, std::slice::from_ref(record), c);
     let family = kinds::of(&record.id).map(|k| k.family);
     if family != Some(Family::FederatedCredential) {
@@ -145,7 +157,7 @@ mod tests {
         );
         let other = format!("{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/o");
         let vm = record(
-            &format!("/subscriptions/s/resourceGroups/other/providers/Microsoft.Compute/virtualMachines/vm"),
+            "/subscriptions/s/resourceGroups/other/providers/Microsoft.Compute/virtualMachines/vm",
             json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": {
                 uai_id.clone(): {"principalId": p.to_string(), "clientId": c.to_string()},
                 other.clone(): {"principalId": fx.next().to_string(), "clientId": fx.next().to_string()},
@@ -181,7 +193,9 @@ mod tests {
             .expect
             .contains(&Expect::ResourceUnchanged(vm.id.clone(), vm.updated_at)));
         let log = activities(&plan.batch);
-        assert!(log.iter().any(|(op, _, _)| op == "Microsoft.Compute/virtualMachines/write"));
+        assert!(log
+            .iter()
+            .any(|(op, _, _)| op == "Microsoft.Compute/virtualMachines/write"));
         assert!(log
             .iter()
             .any(|(op, _, _)| op == "Microsoft.ManagedIdentity/userAssignedIdentities/delete"));

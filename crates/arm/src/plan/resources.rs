@@ -15,7 +15,8 @@ use lanyard_storage::{Batch, Change, Expect, ResourceRecord};
 use serde_json::{json, Map, Value};
 
 use super::{
-    expect_as_read, location, object, properties, same_location, tags, Context, Plan,
+    expect_as_read, expect_group, is_deleting, location, object, properties, same_location, tags,
+    Context, Plan,
 };
 use crate::errors::ArmError;
 use crate::kinds::Kind;
@@ -83,10 +84,9 @@ pub fn write(
             })
         }
         (Some(l), _) => l.clone(),
-        (None, Some(e)) if mode == ChangeMode::Patch => e.body["location"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        (None, Some(e)) if mode == ChangeMode::Patch => {
+            e.body["location"].as_str().unwrap_or_default().to_string()
+        }
         (None, _) => return Err(ArmError::LocationRequired),
     };
     let tags = tags(request)?;
@@ -135,9 +135,7 @@ pub fn write(
     };
     let mut batch = Batch::new();
     expect_as_read(&mut batch, &id, existing);
-    batch
-        .expect
-        .push(Expect::ResourceExists(view.group.id.clone()));
+    expect_group(&mut batch, view.group)?;
     let mut next = ResolvedIdentity::default();
     let mut linked = Vec::new();
     for (key, uai_id) in &next_state.user_assigned {
@@ -150,6 +148,9 @@ pub fn write(
             identity: uai_id.to_string(),
         };
         let uai = view.identities.get(key).ok_or_else(not_found)?;
+        if is_deleting(uai) {
+            return Err(ArmError::ResourceBeingDeleted(uai.id.to_string()));
+        }
         let (principal_id, client_id) = uai_ids(&uai.body).ok_or_else(not_found)?;
         next.users.insert(
             key.clone(),
@@ -159,8 +160,10 @@ pub fn write(
                 client_id,
             },
         );
-        // A deletion of this identity planned concurrently must see the new reference.
-        ctx.touch(&mut batch, uai);
+        // Deleting the identity marks it first; a reference made from a stale read fails here.
+        batch
+            .expect
+            .push(Expect::ResourceUnchanged(uai.id.clone(), uai.updated_at));
         linked.push(uai.id.clone());
     }
     match (next_state.system_assigned, current.system) {
@@ -172,8 +175,6 @@ pub fn write(
             );
             next.system = Some(principal.object_id);
             batch.push(Change::PutPrincipal(principal));
-            // A deletion of the group planned concurrently must see the new principal.
-            ctx.touch(&mut batch, view.group);
         }
         (false, Some(p)) => ctx.retire_principal(&mut batch, p),
         (false, None) => {}
@@ -272,7 +273,10 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        assert_eq!(body["identity"]["principalId"], principal.object_id.to_string());
+        assert_eq!(
+            body["identity"]["principalId"],
+            principal.object_id.to_string()
+        );
         match &principal.kind {
             PrincipalKind::ServicePrincipal {
                 source: ServicePrincipalSource::SystemAssigned { host },
@@ -280,11 +284,11 @@ mod tests {
             } => assert_eq!(host, &vm_id()),
             other => panic!("{other:?}"),
         }
-        // The group is touched so a concurrent group deletion sees the principal.
-        assert!(plan
-            .batch
-            .expect
-            .contains(&Expect::ResourceUnchanged(group.id.clone(), group.updated_at)));
+        // The group is expected as read, so a concurrent group deletion sees the principal.
+        assert!(plan.batch.expect.contains(&Expect::ResourceUnchanged(
+            group.id.clone(),
+            group.updated_at
+        )));
         commit(&mut existing, &plan);
 
         // PATCH without identity keeps it; tags replace.
@@ -294,13 +298,20 @@ mod tests {
                 vm_kind(),
                 &vm_id(),
                 &json!({"tags": {"env": "test"}, "properties": {"extra": 1}}),
-                ResourceView { group: &group, existing: existing.as_ref(), identities: &none },
+                ResourceView {
+                    group: &group,
+                    existing: existing.as_ref(),
+                    identities: &none,
+                },
                 ChangeMode::Patch,
             )
         })
         .unwrap();
         let b = patched.body.clone().unwrap();
-        assert_eq!(b["identity"]["principalId"], principal.object_id.to_string());
+        assert_eq!(
+            b["identity"]["principalId"],
+            principal.object_id.to_string()
+        );
         assert_eq!(b["properties"]["hardwareProfile"]["vmSize"], "x");
         assert_eq!(b["properties"]["extra"], 1);
         assert_eq!(b["properties"]["vmId"], body["properties"]["vmId"]);
@@ -318,7 +329,11 @@ mod tests {
                 vm_kind(),
                 &vm_id(),
                 &json!({"identity": {"type": "None"}}),
-                ResourceView { group: &group, existing: existing.as_ref(), identities: &none },
+                ResourceView {
+                    group: &group,
+                    existing: existing.as_ref(),
+                    identities: &none,
+                },
                 ChangeMode::Patch,
             )
         })
@@ -345,7 +360,11 @@ mod tests {
                 &vm_id(),
                 &json!({"location": "westus", "identity": {"type": "SystemAssigned,UserAssigned",
                     "userAssignedIdentities": {a.id.to_string().to_uppercase(): {}}}}),
-                ResourceView { group: &group, existing: None, identities: &identities },
+                ResourceView {
+                    group: &group,
+                    existing: None,
+                    identities: &identities,
+                },
                 ChangeMode::Put,
             )
         })
@@ -366,7 +385,11 @@ mod tests {
                 &vm_id(),
                 &json!({"identity": {"type": "SystemAssigned, UserAssigned",
                     "userAssignedIdentities": {a.id.as_str(): {}}}}),
-                ResourceView { group: &group, existing: existing.as_ref(), identities: &identities },
+                ResourceView {
+                    group: &group,
+                    existing: existing.as_ref(),
+                    identities: &identities,
+                },
                 ChangeMode::Patch,
             )
         })
@@ -400,27 +423,73 @@ mod tests {
         let fx = Fixture::new();
         let group = record(RG, json!({"location": "westus"}));
         let none = BTreeMap::new();
-        let view = ResourceView { group: &group, existing: None, identities: &none };
-        let ghost = format!("{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost");
+        let view = ResourceView {
+            group: &group,
+            existing: None,
+            identities: &none,
+        };
+        let ghost =
+            format!("{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost");
         let r = with_ctx(&fx, |ctx| {
-            write(ctx, vm_kind(), &vm_id(), &json!({"location": "x", "identity": {"type": "UserAssigned", "userAssignedIdentities": {ghost: {}}}}), view, ChangeMode::Put)
+            write(
+                ctx,
+                vm_kind(),
+                &vm_id(),
+                &json!({"location": "x", "identity": {"type": "UserAssigned", "userAssignedIdentities": {ghost: {}}}}),
+                view,
+                ChangeMode::Put,
+            )
         });
         assert!(matches!(r, Err(ArmError::IdentityNotFound { .. })));
         let r = with_ctx(&fx, |ctx| {
-            write(ctx, vm_kind(), &vm_id(), &json!({"location": "x", "identity": {"type": "Both"}}), view, ChangeMode::Put)
+            write(
+                ctx,
+                vm_kind(),
+                &vm_id(),
+                &json!({"location": "x", "identity": {"type": "Both"}}),
+                view,
+                ChangeMode::Put,
+            )
         });
         assert!(matches!(r, Err(ArmError::InvalidIdentity(_))));
         let r = with_ctx(&fx, |ctx| {
-            write(ctx, vm_kind(), &vm_id(), &json!({"identity": {"type": "None"}}), view, ChangeMode::Put)
+            write(
+                ctx,
+                vm_kind(),
+                &vm_id(),
+                &json!({"identity": {"type": "None"}}),
+                view,
+                ChangeMode::Put,
+            )
         });
         assert!(matches!(r, Err(ArmError::LocationRequired)));
         let r = with_ctx(&fx, |ctx| {
-            write(ctx, vm_kind(), &vm_id(), &json!({"location": "x"}), view, ChangeMode::Patch)
+            write(
+                ctx,
+                vm_kind(),
+                &vm_id(),
+                &json!({"location": "x"}),
+                view,
+                ChangeMode::Patch,
+            )
         });
         assert!(matches!(r, Err(ArmError::ResourceNotFound { .. })));
-        let bad = ResourceId::parse(&format!("{RG}/providers/Microsoft.Compute/virtualMachines/bad_")).unwrap();
+        let bad = ResourceId::parse(&format!(
+            "{RG}/providers/Microsoft.Compute/virtualMachines/bad_"
+        ))
+        .unwrap();
         let r = with_ctx(&fx, |ctx| {
-            write(ctx, vm_kind(), &ResourceId::parse(&format!("{RG}/providers/Microsoft.Compute/virtualMachines/_x")).unwrap(), &json!({"location": "x"}), view, ChangeMode::Put)
+            write(
+                ctx,
+                vm_kind(),
+                &ResourceId::parse(&format!(
+                    "{RG}/providers/Microsoft.Compute/virtualMachines/_x"
+                ))
+                .unwrap(),
+                &json!({"location": "x"}),
+                view,
+                ChangeMode::Put,
+            )
         });
         assert!(matches!(r, Err(ArmError::InvalidResourceName { .. })));
         assert!(bad.name().ends_with('_'));

@@ -123,7 +123,9 @@ pub fn delete(
         return Err(ArmError::BuiltInRoleReadOnly(role.role_name.clone()));
     }
     if assignments > 0 {
-        return Err(ArmError::RoleDefinitionHasAssignments(role.role_name.clone()));
+        return Err(ArmError::RoleDefinitionHasAssignments(
+            role.role_name.clone(),
+        ));
     }
     let mut batch = Batch::new();
     batch.push(Change::DeleteRoleDefinition(role.id));
@@ -157,15 +159,36 @@ mod tests {
         );
         let other = Uuid::from_u128(8).to_string();
         let clash = with_ctx(&fx, |ctx| {
-            put(ctx, &sub, &other, &json!({"properties": {"roleName": "secret peeker"}}), std::slice::from_ref(&role))
+            put(
+                ctx,
+                &sub,
+                &other,
+                &json!({"properties": {"roleName": "secret peeker"}}),
+                std::slice::from_ref(&role),
+            )
         });
-        assert!(matches!(clash, Err(ArmError::RoleDefinitionWithSameNameExists(_))));
+        assert!(matches!(
+            clash,
+            Err(ArmError::RoleDefinitionWithSameNameExists(_))
+        ));
         let builtin_name = with_ctx(&fx, |ctx| {
-            put(ctx, &sub, &other, &json!({"properties": {"roleName": "Reader"}}), &[])
+            put(
+                ctx,
+                &sub,
+                &other,
+                &json!({"properties": {"roleName": "Reader"}}),
+                &[],
+            )
         });
         assert!(builtin_name.is_err());
         let owner = with_ctx(&fx, |ctx| {
-            put(ctx, &sub, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", &json!({"properties": {"roleName": "x"}}), &[])
+            put(
+                ctx,
+                &sub,
+                "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+                &json!({"properties": {"roleName": "x"}}),
+                &[],
+            )
         });
         assert!(matches!(owner, Err(ArmError::BuiltInRoleReadOnly(_))));
         assert!(matches!(

@@ -22,10 +22,12 @@ both_backends!(
     odd_casing_api_version_and_correlation,
     role_assignments_page_with_next_link,
     deleting_a_group_takes_everything_in_one_transaction,
+    group_deletion_racing_writes_leaves_no_orphans,
     deleting_a_vm_removes_its_identity_and_the_log_shows_every_step,
     reader_gets_authorization_failed,
     attaching_an_identity_needs_managed_identity_operator,
     official_management_sdks,
+    sdk_callers_see_denials,
 );
 
 const V: &str = "api-version=2023-01-31";
@@ -42,6 +44,14 @@ struct Arm {
     http: reqwest::Client,
     base: String,
     sub: String,
+    token: String,
+}
+
+/// A service principal with a secret.
+struct App {
+    object_id: String,
+    client_id: String,
+    secret: String,
     token: String,
 }
 
@@ -204,6 +214,13 @@ impl Arm {
 
     /// A service principal made through the Graph API, with a management token.
     async fn app(&self, name: &str) -> (String, String) {
+        let app = self.app_with_secret(name).await;
+        (app.object_id, app.token)
+    }
+
+    /// A service principal made through the Graph API: its object id, client id, secret,
+    /// and a management token.
+    async fn app_with_secret(&self, name: &str) -> App {
         let admin = Client::admin(&self.server).unwrap();
         let graph = admin.token(GRAPH).await.unwrap();
         let post = |path: String, body: Value| {
@@ -239,7 +256,12 @@ impl Arm {
             .token(MGMT)
             .await
             .unwrap();
-        (object_id, token)
+        App {
+            object_id,
+            client_id: app_id,
+            secret,
+            token,
+        }
     }
 }
 
@@ -812,6 +834,97 @@ async fn deleting_a_group_takes_everything_in_one_transaction(backend: Backend) 
     );
 }
 
+/// Creates of identity holders race a deletion of their group: each create either lands
+/// before the deletion (and goes with it) or is refused; no principal outlives its resource.
+async fn group_deletion_racing_writes_leaves_no_orphans(backend: Backend) {
+    let arm = Arm::start(backend).await;
+    let rg = arm.group("race").await;
+    let shared = arm.identity(&arm.group("other").await, "shared").await;
+    let shared_id = shared["id"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (http, base, token) = (arm.http.clone(), arm.base.clone(), arm.token.clone());
+        let path = if i == 12 {
+            format!("{rg}?{V}")
+        } else {
+            format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm{i}?{V}")
+        };
+        let body = json!({"location": "westus", "identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {shared_id.clone(): {}}}});
+        tasks.push(tokio::spawn(async move {
+            let r = if i == 12 {
+                http.delete(format!("{base}{path}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+            } else {
+                http.put(format!("{base}{path}"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+            };
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (
+                i,
+                status,
+                body["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }));
+    }
+    for t in tasks {
+        let (i, status, code) = t.await.unwrap();
+        if i == 12 {
+            assert_eq!(status, 200, "delete: {code}");
+        } else {
+            assert!(
+                status == 201
+                    || (status == 409 && code == "ResourceGroupBeingDeleted")
+                    || (status == 404 && code == "ResourceGroupNotFound"),
+                "create {i}: {status} {code}"
+            );
+        }
+    }
+    arm.call(Method::GET, &format!("{rg}?{V}"), None)
+        .await
+        .expect(404, "ResourceGroupNotFound");
+    let location = arm
+        .server
+        .database_url
+        .clone()
+        .unwrap_or_else(|| arm.server.data_dir.join("lanyard.db").display().to_string());
+    let store = lanyard_storage::open(&location).await.unwrap();
+    let principals = store.principals().await.unwrap();
+    for p in &principals {
+        let lanyard_domain::PrincipalKind::ServicePrincipal { source, .. } = &p.kind else {
+            continue;
+        };
+        let host = match source {
+            lanyard_domain::ServicePrincipalSource::SystemAssigned { host } => host,
+            lanyard_domain::ServicePrincipalSource::UserAssigned { identity } => identity,
+            lanyard_domain::ServicePrincipalSource::Application => continue,
+        };
+        assert!(
+            store.resource(host).await.unwrap().is_some(),
+            "principal {} outlived {host}",
+            p.object_id
+        );
+    }
+    // Only the shared identity is left, and no assignment names a missing principal.
+    assert_eq!(
+        principals
+            .iter()
+            .filter(|p| p.is_managed_identity())
+            .count(),
+        1
+    );
+}
+
 async fn deleting_a_vm_removes_its_identity_and_the_log_shows_every_step(backend: Backend) {
     let arm = Arm::start(backend).await;
     let rg = arm.group("vmrg").await;
@@ -1102,7 +1215,22 @@ fn script(name: &str) -> PathBuf {
 }
 
 async fn run_sdk(arm: &Arm, name: &str) -> Value {
+    let admin = (
+        arm.server.admin.client_id.to_string(),
+        arm.server.admin.client_secret.clone(),
+    );
+    run_sdk_as(arm, name, admin, &[]).await
+}
+
+/// Runs a script of `tests/python/arm` as the service principal `(client id, secret)`.
+async fn run_sdk_as(
+    arm: &Arm,
+    name: &str,
+    (client_id, secret): (String, String),
+    args: &[String],
+) -> Value {
     let path = script(name);
+    let args = args.to_vec();
     let port = arm.server.addr.port();
     let ca = arm.server.data_dir.join("ca.pem").display().to_string();
     let env = vec![
@@ -1114,14 +1242,8 @@ async fn run_sdk(arm: &Arm, name: &str) -> Value {
             "AZURE_TENANT_ID".to_string(),
             arm.server.admin.tenant_id.to_string(),
         ),
-        (
-            "AZURE_CLIENT_ID".to_string(),
-            arm.server.admin.client_id.to_string(),
-        ),
-        (
-            "AZURE_CLIENT_SECRET".to_string(),
-            arm.server.admin.client_secret.clone(),
-        ),
+        ("AZURE_CLIENT_ID".to_string(), client_id),
+        ("AZURE_CLIENT_SECRET".to_string(), secret),
         ("AZURE_SUBSCRIPTION_ID".to_string(), arm.sub.clone()),
         (
             "LANYARD_ARM_URL".to_string(),
@@ -1132,7 +1254,8 @@ async fn run_sdk(arm: &Arm, name: &str) -> Value {
     ];
     let name = name.to_string();
     tokio::task::spawn_blocking(move || {
-        let mut cmd = python::command(&path, &[], &[])
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = python::command(&path, &argv, &[])
             .unwrap_or_else(|e| panic!("cannot run the management SDK tests: {e:#}"));
         for (k, _) in std::env::vars() {
             if k.starts_with("AZURE_") || k.starts_with("MSAL_") || k == "IDENTITY_ENDPOINT" {
@@ -1222,4 +1345,37 @@ async fn official_management_sdks(backend: Backend) {
     assert_eq!(authz["duplicate"], json!([409, "RoleAssignmentExists"]));
     assert_eq!(authz["mismatch"], json!([400, "UnmatchedPrincipalType"]));
     assert_eq!(authz["unknown"], json!([400, "PrincipalNotFound"]));
+}
+
+/// The SDKs surface denials with ARM's codes: a Reader cannot create a group; a VM
+/// Contributor cannot attach an identity it has no `assign/action` on, but can create a VM
+/// with its own identity.
+async fn sdk_callers_see_denials(backend: Backend) {
+    let arm = Arm::start(backend).await;
+    let rg = arm.group("sdk-ops").await;
+    let uai = arm.identity(&rg, "sdk-ops-id").await;
+    let app = arm.app_with_secret("sdk-operator").await;
+    arm.assign(
+        &format!("/subscriptions/{}", arm.sub),
+        READER,
+        &app.object_id,
+    )
+    .await;
+    arm.assign(&rg, VM_CONTRIBUTOR, &app.object_id).await;
+    let args = json!({"group": "sdk-ops", "identity": uai["id"]}).to_string();
+    let out = run_sdk_as(
+        &arm,
+        "denials.py",
+        (app.client_id.clone(), app.secret.clone()),
+        &[args],
+    )
+    .await;
+    assert_eq!(out["group"]["code"], "AuthorizationFailed");
+    assert!(out["group"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("with object id '{}'", app.object_id)));
+    assert_eq!(out["linked"]["code"], "LinkedAuthorizationFailed");
+    assert_eq!(out["seen"], json!(["sdk-ops"]));
+    assert!(out["own"].is_string());
 }

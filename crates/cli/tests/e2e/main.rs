@@ -6,6 +6,9 @@
 mod support;
 
 mod arm;
+mod blob;
+mod cli;
 mod foundation;
 mod identity;
+mod keyvault;
 mod login;

@@ -1,0 +1,388 @@
+//! Thin handlers, one module per resource family. Each loads what its plan needs, plans,
+//! checks linked authorization, and commits; on a concurrent change it loads and plans again.
+//!
+//! - [`directory`]: `/metadata/endpoints`, `/tenants`, `/subscriptions[/{s}]`.
+//! - [`groups`]: resource groups.
+//! - [`resources`]: resources that hold identities, and the system identity of any scope.
+//! - [`identities`]: user-assigned identities and federated credentials.
+//! - [`roles`]: role definitions.
+//! - [`assignments`]: role assignments.
+//! - [`activity`]: the activity log in Azure Monitor's shape.
+
+pub mod activity;
+pub mod assignments;
+pub mod directory;
+pub mod groups;
+pub mod identities;
+pub mod resources;
+pub mod roles;
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use lanyard_authz::AccessRequest;
+use lanyard_domain::{ResourceId, Subscription};
+use lanyard_platform::ApiError;
+use lanyard_storage::{ActivityRecord, Batch, Change, ResourceRecord, StoreError};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::auth;
+use crate::errors::ArmError;
+use crate::kinds::{self, Family};
+use crate::plan::{Context, Plan};
+use crate::request::Call;
+use crate::route::Route;
+use crate::Arm;
+
+/// Tries per write when concurrent changes keep invalidating what was read.
+const ATTEMPTS: u32 = 8;
+
+/// Times a deletion re-marks what it deletes before giving up (one is the norm).
+pub(crate) const MAX_MARKS: u32 = 3;
+
+pub(crate) async fn dispatch(arm: &Arm, call: &Call, route: Route) -> Result<Response, ApiError> {
+    if let Some(sub) = route_subscription(&route) {
+        arm.subscription(&sub).await?;
+    }
+    let m = &call.method;
+    match route {
+        Route::Metadata => Ok(directory::metadata(arm)),
+        Route::Tenants if m == Method::GET => directory::tenants(arm, call).await,
+        Route::Subscriptions if m == Method::GET => directory::subscriptions(arm, call).await,
+        Route::Subscription(s) if m == Method::GET => directory::subscription(arm, call, &s).await,
+        Route::Groups(s) if m == Method::GET => groups::list(arm, call, &s).await,
+        Route::Group(id) => match *m {
+            Method::GET | Method::HEAD => groups::get(arm, call, &id).await,
+            Method::PUT => groups::put(arm, call, &id).await,
+            Method::PATCH => groups::patch(arm, call, &id).await,
+            Method::DELETE => groups::delete(arm, call, &id).await,
+            _ => Err(not_allowed(call)),
+        },
+        Route::Collection {
+            scope,
+            namespace,
+            types,
+        } => {
+            if m == Method::POST {
+                return identities::action(arm, call, &scope, &namespace, &types).await;
+            }
+            let kind = kinds::lookup(&namespace, &types)
+                .ok_or_else(|| unknown_type(call, &namespace, &types))?;
+            if m != Method::GET {
+                return Err(not_allowed(call));
+            }
+            resources::list(arm, call, kind, &scope).await
+        }
+        Route::Resource(id) => {
+            let kind = kinds::of(&id).ok_or_else(|| {
+                let p = id.providers().last();
+                let namespace = p.map(|p| p.namespace().to_string()).unwrap_or_default();
+                let types: Vec<String> = p
+                    .map(|p| p.types().iter().map(|(t, _)| t.clone()).collect())
+                    .unwrap_or_default();
+                unknown_type(call, &namespace, &types)
+            })?;
+            match (kind.family, m.clone()) {
+                (_, Method::GET) => resources::get(arm, call, kind, &id).await,
+                (_, Method::DELETE) => resources::delete(arm, call, kind, &id).await,
+                (Family::Compute, Method::PUT | Method::PATCH) => {
+                    resources::write(arm, call, kind, &id).await
+                }
+                (Family::UserAssignedIdentity, Method::PUT | Method::PATCH) => {
+                    identities::write(arm, call, kind, &id).await
+                }
+                (Family::FederatedCredential, Method::PUT) => {
+                    identities::put_credential(arm, call, kind, &id).await
+                }
+                _ => Err(not_allowed(call)),
+            }
+        }
+        Route::RoleAssignments(scope) if m == Method::GET => {
+            assignments::list(arm, call, &scope).await
+        }
+        Route::RoleAssignment { scope, name } => match *m {
+            Method::GET => assignments::get(arm, call, &scope, &name).await,
+            Method::PUT => assignments::put(arm, call, &scope, &name).await,
+            Method::DELETE => assignments::delete(arm, call, &scope, &name).await,
+            _ => Err(not_allowed(call)),
+        },
+        Route::RoleDefinitions(scope) if m == Method::GET => roles::list(arm, call, &scope).await,
+        Route::RoleDefinition { scope, name } => match *m {
+            Method::GET => roles::get(arm, call, &scope, &name).await,
+            Method::PUT => roles::put(arm, call, &scope, &name).await,
+            Method::DELETE => roles::delete(arm, call, &scope, &name).await,
+            _ => Err(not_allowed(call)),
+        },
+        Route::SystemIdentity(scope) if m == Method::GET => {
+            resources::system_identity(arm, call, &scope).await
+        }
+        Route::ActivityLog(scope) if m == Method::GET => activity::list(arm, call, &scope).await,
+        _ => Err(not_allowed(call)),
+    }
+}
+
+fn route_subscription(route: &Route) -> Option<String> {
+    let from = |id: &ResourceId| id.subscription_id().map(str::to_string);
+    match route {
+        Route::Subscription(s) | Route::Groups(s) => Some(s.clone()),
+        Route::Group(id)
+        | Route::Resource(id)
+        | Route::RoleAssignments(id)
+        | Route::RoleDefinitions(id)
+        | Route::SystemIdentity(id)
+        | Route::ActivityLog(id)
+        | Route::Collection { scope: id, .. }
+        | Route::RoleAssignment { scope: id, .. }
+        | Route::RoleDefinition { scope: id, .. } => from(id),
+        Route::Metadata | Route::Tenants | Route::Subscriptions => None,
+    }
+}
+
+fn not_allowed(call: &Call) -> ApiError {
+    ArmError::MethodNotAllowed {
+        method: call.method.to_string(),
+        path: call.path.clone(),
+    }
+    .into()
+}
+
+fn unknown_type<S: AsRef<str>>(call: &Call, namespace: &str, types: &[S]) -> ApiError {
+    ArmError::InvalidResourceType {
+        namespace: namespace.to_string(),
+        resource_type: types
+            .iter()
+            .map(|t| t.as_ref())
+            .collect::<Vec<_>>()
+            .join("/"),
+        api_version: call.api_version.clone(),
+    }
+    .into()
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: u16, body: Option<&Value>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    match body {
+        Some(b) => {
+            let mut r = (status, b.to_string()).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            r
+        }
+        None => status.into_response(),
+    }
+}
+
+impl Arm {
+    /// The subscription `id` names, or 404 `SubscriptionNotFound`.
+    pub(crate) async fn subscription(&self, id: &str) -> Result<Subscription, ApiError> {
+        let subs = self
+            .state()
+            .store
+            .subscriptions()
+            .await
+            .map_err(ArmError::from)?;
+        subs.into_iter()
+            .find(|s| s.id.to_string().eq_ignore_ascii_case(id))
+            .ok_or_else(|| ArmError::SubscriptionNotFound(id.to_string()).into())
+    }
+
+    /// Whether the caller may perform `action` at `scope` (no explanation, no log).
+    pub(crate) fn allowed(&self, call: &Call, action: &str, scope: &ResourceId) -> bool {
+        self.state().access.with_index(|index| {
+            index.allows(&AccessRequest::control(
+                call.caller.object_id,
+                action,
+                scope,
+            ))
+        })
+    }
+
+    /// Lets the call through if the caller may perform `action` at `scope`; otherwise logs
+    /// the attempt and answers 403 `AuthorizationFailed` with the engine's explanation.
+    pub(crate) async fn authorize(
+        &self,
+        call: &Call,
+        action: &str,
+        scope: &ResourceId,
+    ) -> Result<(), ApiError> {
+        let decision = self.state().access.check(&AccessRequest::control(
+            call.caller.object_id,
+            action,
+            scope,
+        ));
+        if decision.is_allowed() {
+            return Ok(());
+        }
+        let name = self.caller_name(call).await;
+        self.log_denial(call, action, scope).await;
+        Err(auth::authorization_failed(
+            call.caller.object_id,
+            action,
+            scope.as_str(),
+            &decision.explain_as(name.as_deref()),
+        ))
+    }
+
+    /// Checks `assign/action` on every identity `plan` newly attaches.
+    pub(crate) async fn authorize_linked(
+        &self,
+        call: &Call,
+        action: &str,
+        scope: &ResourceId,
+        plan: &Plan,
+    ) -> Result<(), ApiError> {
+        const ASSIGN: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
+        for linked in &plan.linked {
+            let decision = self.state().access.check(&AccessRequest::control(
+                call.caller.object_id,
+                ASSIGN,
+                linked,
+            ));
+            if decision.is_allowed() {
+                continue;
+            }
+            let name = self.caller_name(call).await;
+            self.log_denial(call, action, scope).await;
+            return Err(auth::linked_authorization_failed(
+                call.caller.object_id,
+                action,
+                scope.as_str(),
+                ASSIGN,
+                linked.as_str(),
+                &decision.explain_as(name.as_deref()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn caller_name(&self, call: &Call) -> Option<String> {
+        match self.state().store.principal(call.caller.object_id).await {
+            Ok(p) => p.map(|p| p.display_name),
+            Err(_) => None,
+        }
+    }
+
+    /// A denied attempt, in its own commit. Failing to log does not change the answer.
+    async fn log_denial(&self, call: &Call, action: &str, scope: &ResourceId) {
+        let body = if action.starts_with("Microsoft.Authorization/roleAssignments/") {
+            call.json().ok()
+        } else {
+            None
+        };
+        let record = ActivityRecord {
+            id: Uuid::new_v4(),
+            time: self.state().clock.now(),
+            caller: Some(call.caller.object_id),
+            operation: action.to_string(),
+            scope: scope.clone(),
+            status: "Failed".into(),
+            http_status: 403,
+            correlation_id: call.correlation_id.clone(),
+            body,
+        };
+        if let Err(e) = self
+            .state()
+            .commit(Batch::new().with(Change::AppendActivity(record)))
+            .await
+        {
+            tracing::warn!(error = %e, "a denied attempt could not be written to the activity log");
+        }
+    }
+
+    /// Runs `f` with a plan context for this call.
+    pub(crate) fn with_context<T>(&self, call: &Call, f: impl FnOnce(&Context<'_>) -> T) -> T {
+        let state = self.state();
+        let revoke = |p| state.tokens.revocation(p).0;
+        let ctx = Context {
+            now: state.clock.now(),
+            tenant_id: state.directory.tenant.id,
+            caller: call.caller.object_id,
+            correlation_id: &call.correlation_id,
+            new_id: &Uuid::new_v4,
+            revoke: &revoke,
+        };
+        f(&ctx)
+    }
+
+    /// Commits `plan`. `Ok(None)` asks the caller to load and plan again: something it read
+    /// changed meanwhile.
+    pub(crate) async fn commit(
+        &self,
+        plan: Plan,
+        attempt: &mut u32,
+    ) -> Result<Option<Response>, ApiError> {
+        let response = json(plan.status, plan.body.as_ref());
+        Ok(self
+            .commit_batch(plan.batch, attempt)
+            .await?
+            .then_some(response))
+    }
+
+    /// Commits `batch`; `Ok(false)` when an expectation failed and the caller should load
+    /// and plan again (up to [`ATTEMPTS`] times).
+    pub(crate) async fn commit_batch(
+        &self,
+        batch: Batch,
+        attempt: &mut u32,
+    ) -> Result<bool, ApiError> {
+        match self.state().commit(batch).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) if *attempt + 1 < ATTEMPTS => {
+                *attempt += 1;
+                // Jittered backoff so racing writers spread out.
+                let jitter = u64::from(Uuid::new_v4().as_bytes()[0] % 16);
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(*attempt) + jitter)).await;
+                Ok(false)
+            }
+            Err(e) => Err(ArmError::from(e).into()),
+        }
+    }
+
+    /// The resource group `id`, or 404 `ResourceGroupNotFound`.
+    pub(crate) async fn group(&self, id: &ResourceId) -> Result<ResourceRecord, ApiError> {
+        let group = ResourceId::resource_group(
+            id.subscription_id().unwrap_or_default(),
+            id.resource_group_name().unwrap_or_default(),
+        );
+        self.state()
+            .store
+            .resource(&group)
+            .await
+            .map_err(ArmError::from)?
+            .ok_or_else(|| ArmError::ResourceGroupNotFound(group.name().to_string()).into())
+    }
+
+    /// Every resource strictly within `scope`, in pages.
+    pub(crate) async fn resources_within(
+        &self,
+        scope: &ResourceId,
+    ) -> Result<Vec<ResourceRecord>, ApiError> {
+        const PAGE: u32 = 1000;
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .state()
+                .store
+                .resources(&lanyard_storage::ResourceQuery {
+                    within: Some(scope.clone()),
+                    after: after.clone(),
+                    limit: Some(PAGE),
+                    ..Default::default()
+                })
+                .await
+                .map_err(ArmError::from)?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|r| r.id.key().to_string());
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+}

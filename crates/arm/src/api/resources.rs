@@ -1,0 +1,277 @@
+//! Resources of every served type (reads, lists, deletes), writes of resources that hold
+//! identities, and the system identity of any resource.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use lanyard_domain::{ChangeMode, ResourceId, ScopeLevel};
+use lanyard_platform::ApiError;
+use lanyard_storage::{ResourceQuery, ResourceRecord};
+use serde_json::json;
+
+use super::groups::assignments_going;
+use super::json;
+use super::MAX_MARKS;
+use crate::errors::ArmError;
+use crate::kinds::{Family, Kind, UAI_TYPE};
+use crate::plan::removal::{references_any, Cascade};
+use crate::plan::resources::{named_identities, ResourceView};
+use crate::request::Call;
+use crate::shape::{self, ResolvedIdentity};
+use crate::{plan, Arm};
+
+/// Default and largest page of a list.
+const PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// One page of `query` (paged by `$skiptoken`, sized by `$top`), keeping what `visible`
+/// admits.
+pub(crate) async fn page_of_resources(
+    arm: &Arm,
+    call: &Call,
+    mut query: ResourceQuery,
+    visible: impl Fn(&ResourceRecord) -> bool,
+) -> Result<Response, ApiError> {
+    let size = call.page_size(PAGE, MAX_PAGE);
+    query.after = call.param("$skiptoken").map(str::to_string);
+    query.limit = Some(size);
+    let page = arm
+        .state()
+        .store
+        .resources(&query)
+        .await
+        .map_err(ArmError::from)?;
+    let next = match page.last() {
+        Some(last) if page.len() == size as usize => Some(call.next_link(last.id.key())),
+        _ => None,
+    };
+    let values = page
+        .iter()
+        .filter(|r| visible(r))
+        .map(|r| r.body.clone())
+        .collect();
+    Ok(json(200, Some(&shape::page(values, next))))
+}
+
+fn not_found(kind: &Kind, id: &ResourceId) -> ApiError {
+    ArmError::ResourceNotFound {
+        resource: format!("{}/{}", kind.full_type(), id.name()),
+        group: id.resource_group_name().unwrap_or_default().to_string(),
+    }
+    .into()
+}
+
+/// `GET` of a collection: top-level resources of a type in a subscription or group, or the
+/// children of a resource.
+pub async fn list(
+    arm: &Arm,
+    call: &Call,
+    kind: &Kind,
+    scope: &ResourceId,
+) -> Result<Response, ApiError> {
+    let read = kind.action("read");
+    let query = if kind.is_child() {
+        let parent = arm
+            .state()
+            .store
+            .resource(scope)
+            .await
+            .map_err(ArmError::from)?;
+        if parent.is_none() {
+            arm.group(scope).await?;
+            let parent_kind = crate::kinds::of(scope).unwrap_or(kind);
+            return Err(not_found(parent_kind, scope));
+        }
+        ResourceQuery {
+            parent: Some(scope.clone()),
+            resource_type: Some(kind.full_type()),
+            ..Default::default()
+        }
+    } else {
+        if scope.level() == ScopeLevel::ResourceGroup {
+            arm.group(scope).await?;
+        }
+        ResourceQuery {
+            within: Some(scope.clone()),
+            resource_type: Some(kind.full_type()),
+            ..Default::default()
+        }
+    };
+    let everything = arm.allowed(call, &read, scope);
+    page_of_resources(arm, call, query, |r| {
+        everything || arm.allowed(call, &read, &r.id)
+    })
+    .await
+}
+
+pub async fn get(
+    arm: &Arm,
+    call: &Call,
+    kind: &Kind,
+    id: &ResourceId,
+) -> Result<Response, ApiError> {
+    arm.authorize(call, &kind.action("read"), id).await?;
+    arm.group(id).await?;
+    let record = arm
+        .state()
+        .store
+        .resource(id)
+        .await
+        .map_err(ArmError::from)?
+        .ok_or_else(|| not_found(kind, id))?;
+    Ok(json(200, Some(&record.body)))
+}
+
+/// `PUT`/`PATCH` of a resource holding identities. Attaching a user-assigned identity needs
+/// `assign/action` on it as well as write here.
+pub async fn write(
+    arm: &Arm,
+    call: &Call,
+    kind: &Kind,
+    id: &ResourceId,
+) -> Result<Response, ApiError> {
+    let action = kind.action("write");
+    arm.authorize(call, &action, id).await?;
+    let request = call.json()?;
+    let mode = if call.method == Method::PATCH {
+        ChangeMode::Patch
+    } else {
+        ChangeMode::Put
+    };
+    let named = named_identities(&request);
+    let mut attempt = 0;
+    loop {
+        let group = arm.group(id).await?;
+        let store = &arm.state().store;
+        let existing = store.resource(id).await.map_err(ArmError::from)?;
+        let mut identities = BTreeMap::new();
+        for uai in &named {
+            if let Some(r) = store.resource(uai).await.map_err(ArmError::from)? {
+                if r.id.is_type(UAI_TYPE) {
+                    identities.insert(r.id.key().to_string(), r);
+                }
+            }
+        }
+        let view = ResourceView {
+            group: &group,
+            existing: existing.as_ref(),
+            identities: &identities,
+        };
+        let plan = arm.with_context(call, |ctx| {
+            plan::resources::write(ctx, kind, id, &request, view, mode)
+        })?;
+        arm.authorize_linked(call, &action, id, &plan).await?;
+        if let Some(r) = arm.commit(plan, &mut attempt).await? {
+            return Ok(r);
+        }
+    }
+}
+
+/// `DELETE` of any served resource: 200 when deleted, 204 when there was nothing.
+pub async fn delete(
+    arm: &Arm,
+    call: &Call,
+    kind: &Kind,
+    id: &ResourceId,
+) -> Result<Response, ApiError> {
+    arm.authorize(call, &kind.action("delete"), id).await?;
+    let mut attempt = 0;
+    let mut marks = 0;
+    loop {
+        arm.group(id).await?;
+        let store = &arm.state().store;
+        let Some(record) = store.resource(id).await.map_err(ArmError::from)? else {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        };
+        if let Some(mark) = arm.with_context(call, |ctx| plan::removal::mark(ctx, &record)) {
+            marks += 1;
+            if marks > MAX_MARKS {
+                return Err(ArmError::Conflict.into());
+            }
+            arm.commit_batch(mark, &mut attempt).await?;
+            continue;
+        }
+        let removed = std::slice::from_ref(&record);
+        let assignments = if kind.family == Family::FederatedCredential {
+            Vec::new()
+        } else {
+            assignments_going(arm, &record.id, removed).await?
+        };
+        let referencing = if kind.family == Family::UserAssignedIdentity {
+            let gone = BTreeSet::from([record.id.key().to_string()]);
+            let subscription =
+                ResourceId::subscription(record.id.subscription_id().unwrap_or_default());
+            arm.resources_within(&subscription)
+                .await?
+                .into_iter()
+                .filter(|r| references_any(r, &gone))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let plan = arm.with_context(call, |ctx| {
+            plan::removal::delete_resource(
+                ctx,
+                &record,
+                Cascade {
+                    assignments: &assignments,
+                    referencing: &referencing,
+                },
+            )
+        });
+        if let Some(r) = arm.commit(plan, &mut attempt).await? {
+            return Ok(r);
+        }
+    }
+}
+
+/// `GET {scope}/providers/Microsoft.ManagedIdentity/identities/default`: the system-assigned
+/// identity of the resource at `scope`.
+pub async fn system_identity(
+    arm: &Arm,
+    call: &Call,
+    scope: &ResourceId,
+) -> Result<Response, ApiError> {
+    let id = scope.with_provider("Microsoft.ManagedIdentity", "identities", "default");
+    arm.authorize(call, "Microsoft.ManagedIdentity/identities/read", &id)
+        .await?;
+    let missing = || -> ApiError {
+        ArmError::ResourceNotFound {
+            resource: "Microsoft.ManagedIdentity/identities/default".into(),
+            group: scope.resource_group_name().unwrap_or_default().to_string(),
+        }
+        .into()
+    };
+    if scope.level() != ScopeLevel::Resource {
+        return Err(missing());
+    }
+    arm.group(scope).await?;
+    let store = &arm.state().store;
+    let record = store
+        .resource(scope)
+        .await
+        .map_err(ArmError::from)?
+        .ok_or_else(missing)?;
+    let principal_id = ResolvedIdentity::from_body(&record.body)
+        .system
+        .ok_or_else(missing)?;
+    let principal = store
+        .principal(principal_id)
+        .await
+        .map_err(ArmError::from)?
+        .ok_or_else(missing)?;
+    let body = json!({
+        "id": format!("{}/providers/Microsoft.ManagedIdentity/identities/default", record.id),
+        "name": "default",
+        "type": "Microsoft.ManagedIdentity/identities",
+        "location": record.body.get("location"),
+        "tags": {},
+        "properties": {
+            "tenantId": principal.tenant_id.to_string(),
+            "principalId": principal.object_id.to_string(),
+            "clientId": principal.client_id().map(|c| c.to_string()),
+        }
+    });
+    Ok(json(200, Some(&body)))
+}

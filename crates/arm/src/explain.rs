@@ -1,0 +1,244 @@
+//! `POST /lanyard/access/explain`: the authorization engine's verdict on a question, with
+//! its reasons, for `lanyard access explain`.
+//!
+//! Body: `{"principalId", "action", "scope", "dataAction": bool}`. Answer:
+//! `{"allowed", "explanation", "grant"}` when allowed, `{"allowed", "explanation", "misses",
+//! "rolesThatGrant"}` when denied: the nearest misses among the principal's assignments,
+//! and the least-privileged roles that would grant the action if assigned at the scope or
+//! above. Asking needs `Microsoft.Authorization/roleAssignments/read` at the scope (held
+//! through `*/read` or `Microsoft.Authorization/*/read`), like reading the assignments that
+//! decide the answer; a refusal is logged like any other.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use lanyard_authz::{AccessRequest, ActionKind, ActionPattern, Decision, MissReason};
+use lanyard_domain::{builtin, ResourceId, RoleDefinition};
+use lanyard_platform::ApiError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::api::json;
+use crate::errors::ArmError;
+use crate::request::{ArmJson, Call};
+use crate::{auth, Arm};
+
+/// The path this module serves on the management host.
+pub const PATH: &str = "/lanyard/access/explain";
+
+/// What the caller must hold at the scope asked about.
+const READ: &str = "Microsoft.Authorization/roleAssignments/read";
+
+/// Roles suggested in a denial, at most.
+const SUGGESTIONS: usize = 3;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Question {
+    principal_id: Uuid,
+    action: String,
+    scope: String,
+    #[serde(default)]
+    data_action: bool,
+}
+
+pub async fn handle(State(arm): State<Arm>, headers: HeaderMap, body: Bytes) -> Response {
+    match answer(&arm, &headers, body).await {
+        Ok(v) => json(200, Some(&v)),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, ApiError> {
+    let state = arm.state();
+    let caller = lanyard_platform::authn::authenticate(&state.tokens, &arm.0.validator, headers)
+        .map_err(|failure| {
+            let login = format!("{}/", state.endpoints().localhost());
+            auth::unauthenticated(&failure, &login, &arm.0.audiences, state.clock.unix())
+        })?;
+    let question = ArmJson::<Question>::from_bytes(&body)?.0;
+    let scope = ResourceId::parse(&question.scope).map_err(|e| {
+        ArmError::InvalidRequestContent(format!("`scope` is not a resource id: {e}"))
+    })?;
+    if question.action.trim().is_empty() {
+        return Err(ArmError::InvalidRequestContent("`action` is empty".into()).into());
+    }
+    let call = Call {
+        method: Method::POST,
+        path: PATH.to_string(),
+        host: String::new(),
+        query: Vec::new(),
+        api_version: String::new(),
+        correlation_id: Uuid::new_v4().to_string(),
+        caller,
+        body,
+    };
+    arm.authorize(&call, READ, &scope).await?;
+
+    let (kind, request) = if question.data_action {
+        (
+            ActionKind::Data,
+            AccessRequest::data(question.principal_id, &question.action, &scope),
+        )
+    } else {
+        (
+            ActionKind::Control,
+            AccessRequest::control(question.principal_id, &question.action, &scope),
+        )
+    };
+    let decision = state.access.check(&request);
+    let name = state
+        .store
+        .principal(question.principal_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|p| p.display_name);
+    let explanation = decision.explain_as(name.as_deref());
+    Ok(match decision {
+        Decision::Allow(g) => json!({
+            "allowed": true,
+            "principalId": question.principal_id,
+            "principalName": name,
+            "action": question.action,
+            "dataAction": question.data_action,
+            "scope": scope.as_str(),
+            "explanation": explanation,
+            "grant": {
+                "assignmentId": g.assignment_id,
+                "assigneeId": g.assignee_id,
+                "roleDefinitionId": g.role_id,
+                "roleName": &*g.role_name,
+                "scope": &*g.assignment_scope,
+                "grantedBy": &*g.granted_by,
+            },
+        }),
+        Decision::Deny(d) => {
+            let mut roles = builtin::built_in_roles();
+            roles.extend(state.store.role_definitions().await.unwrap_or_default());
+            let suggested: Vec<&RoleDefinition> = roles_granting(&roles, &question.action, kind)
+                .into_iter()
+                .filter(|r| r.is_assignable_at(&scope))
+                .take(SUGGESTIONS)
+                .collect();
+            let explanation = match suggested.as_slice() {
+                [] => explanation,
+                some => format!(
+                    "{explanation}. A role that grants it, assigned at `{}` or above, would allow it: {}",
+                    scope.as_str(),
+                    some.iter()
+                        .map(|r| r.role_name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            json!({
+                "allowed": false,
+                "principalId": question.principal_id,
+                "principalName": name,
+                "action": question.action,
+                "dataAction": question.data_action,
+                "scope": scope.as_str(),
+                "explanation": explanation,
+                "assignmentsConsidered": d.assignments_considered,
+                "misses": d.misses.iter().map(|m| json!({
+                    "assignmentId": m.assignment_id,
+                    "assigneeId": m.assignee_id,
+                    "roleDefinitionId": m.role_id,
+                    "roleName": m.role_name.as_deref(),
+                    "scope": &*m.assignment_scope,
+                    "reason": reason(&m.reason),
+                })).collect::<Vec<_>>(),
+                "rolesThatGrant": suggested.iter().map(|r| json!({
+                    "roleName": r.role_name,
+                    "roleDefinitionId": r.arm_id(scope.subscription_id()),
+                })).collect::<Vec<_>>(),
+            })
+        }
+    })
+}
+
+fn reason(r: &MissReason) -> &'static str {
+    match r {
+        MissReason::OutOfScope { .. } => "OutOfScope",
+        MissReason::Excluded { .. } => "Excluded",
+        MissReason::OtherKind { .. } => "OtherKind",
+        MissReason::NotGranted => "NotGranted",
+        MissReason::RoleNotFound => "RoleNotFound",
+    }
+}
+
+/// Roles with a permission block that grants `action` of `kind` (an allow entry matches,
+/// no exclusion of the same block does), least privileged first: fewest entries, and
+/// roles that grant everything of a kind (`*`) last. Pure.
+pub fn roles_granting<'r>(
+    roles: &'r [RoleDefinition],
+    action: &str,
+    kind: ActionKind,
+) -> Vec<&'r RoleDefinition> {
+    let mut found: Vec<&RoleDefinition> = roles
+        .iter()
+        .filter(|role| {
+            role.permissions.iter().any(|p| {
+                let (allow, deny) = match kind {
+                    ActionKind::Control => (&p.actions, &p.not_actions),
+                    ActionKind::Data => (&p.data_actions, &p.not_data_actions),
+                };
+                allow.iter().any(|a| ActionPattern::new(a).matches(action))
+                    && !deny.iter().any(|n| ActionPattern::new(n).matches(action))
+            })
+        })
+        .collect();
+    let breadth = |r: &RoleDefinition| {
+        let everything = r
+            .permissions
+            .iter()
+            .flat_map(|p| p.actions.iter().chain(&p.data_actions))
+            .any(|a| a == "*");
+        let entries: usize = r
+            .permissions
+            .iter()
+            .map(|p| p.actions.len() + p.data_actions.len())
+            .sum();
+        (everything, entries, r.role_name.clone())
+    };
+    found.sort_by_key(|r| breadth(r));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_privileged_roles_come_first() {
+        let roles = builtin::built_in_roles();
+        let blob_read = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+        let names: Vec<&str> = roles_granting(&roles, blob_read, ActionKind::Data)
+            .iter()
+            .map(|r| r.role_name.as_str())
+            .collect();
+        assert_eq!(names.first(), Some(&"Storage Blob Data Reader"), "{names:?}");
+        assert!(names.contains(&"Storage Blob Data Contributor"));
+        assert!(!names.contains(&"Owner"), "Owner grants no data actions");
+
+        let get = "Microsoft.KeyVault/vaults/secrets/getSecret/action";
+        let names: Vec<&str> = roles_granting(&roles, get, ActionKind::Data)
+            .iter()
+            .map(|r| r.role_name.as_str())
+            .collect();
+        assert_eq!(names.first(), Some(&"Key Vault Secrets User"), "{names:?}");
+
+        // Contributor's notActions take role assignment writes away; Owner keeps them.
+        let write = "Microsoft.Authorization/roleAssignments/write";
+        let names: Vec<&str> = roles_granting(&roles, write, ActionKind::Control)
+            .iter()
+            .map(|r| r.role_name.as_str())
+            .collect();
+        assert!(names.contains(&"Owner"));
+        assert!(!names.contains(&"Contributor"));
+        assert_eq!(names.last(), Some(&"Owner"));
+    }
+}
