@@ -88,10 +88,10 @@ impl Scenario {
             .body
     }
 
-    /// Runs `tests/python/imds/token.py ARGS` under `lanyard run --as vm1`, with the parent's
+    /// Runs `tests/python/imds/mi_token.py ARGS` under `lanyard run --as vm1`, with the parent's
     /// own credentials in the environment to prove they do not leak into the child.
     async fn token(&self, args: &[&str]) -> Value {
-        let script = python::scripts_dir().join("imds/token.py");
+        let script = python::scripts_dir().join("imds/mi_token.py");
         let py = python::python().unwrap();
         let mut cmd = lanyard();
         cmd.args(["run", "--as", "vm1", "--data-dir"])
@@ -109,7 +109,7 @@ impl Scenario {
         let line = stdout.lines().last().unwrap_or("");
         serde_json::from_str(line).unwrap_or_else(|_| {
             panic!(
-                "no JSON from token.py {args:?}: stdout={stdout} stderr={}",
+                "no JSON from mi_token.py {args:?}: stdout={stdout} stderr={}",
                 String::from_utf8_lossy(&out.stderr)
             )
         })

@@ -3,7 +3,7 @@ with an independent validator (PyJWT against the published JWKS).
 
 Prints one JSON object: {"ok": true, "claims": {...}} or {"ok": false, "error": "..."}.
 
-Usage: token.py LIB CRED [--client-id X | --object-id X | --resource-id X] [--scope S]
+Usage: mi_token.py LIB CRED [--client-id X | --object-id X | --resource-id X] [--scope S]
                 [--protocol app-service|imds]
   LIB:  azure-identity | msal
   CRED: mi (ManagedIdentityCredential / ManagedIdentityClient) | dac (DefaultAzureCredential)
@@ -29,7 +29,7 @@ def azure_identity_token(args, resource):
     elif args.object_id:
         credential = ManagedIdentityCredential(identity_config={"object_id": args.object_id})
     elif args.resource_id:
-        credential = ManagedIdentityCredential(identity_config={"mi_res_id": args.resource_id})
+        credential = ManagedIdentityCredential(identity_config={"resource_id": args.resource_id})
     else:
         credential = ManagedIdentityCredential()
     return credential.get_token(resource + "/.default").token
