@@ -63,12 +63,19 @@ impl AppState {
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         for change in &changes {
-            if let Change::SetRevocation {
-                principal,
-                valid_after,
-            } = change
-            {
-                self.tokens.revoked(*principal, *valid_after);
+            match change {
+                Change::SetRevocation {
+                    principal,
+                    valid_after,
+                } => self.tokens.revoked(*principal, *valid_after),
+                Change::PutDocument(doc) => {
+                    if let Some((principal, host, after)) =
+                        crate::tokens::parse_host_revocation(doc)
+                    {
+                        self.tokens.revoked_for_host(principal, host, after);
+                    }
+                }
+                _ => {}
             }
         }
         if let Err(e) = self.access.apply(self.store.as_ref(), &changes).await {
@@ -140,6 +147,12 @@ impl Endpoints {
 
     pub fn vault(&self, name: &str) -> String {
         self.host(&format!("{name}.vault.{}", self.domain))
+    }
+
+    /// The audience of every vault here (`https://vault.{domain}[:{port}]`): the Key Vault
+    /// challenge's `resource`, whose host:port each vault's host:port ends with.
+    pub fn vault_audience(&self) -> String {
+        self.host(&format!("vault.{}", self.domain))
     }
 
     pub fn blob(&self, account: &str) -> String {

@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use lanyard_domain::ResourceId;
 use lanyard_domain::SharedClock;
-use lanyard_storage::{Batch, Change, KeyRecord, Store, StoreError};
+use lanyard_storage::{Batch, Change, DocumentQuery, DocumentRecord, KeyRecord, Store, StoreError};
 use lanyard_token::claims::TokenPolicy;
 use lanyard_token::jwk::JwkSet;
 use lanyard_token::{
@@ -29,14 +30,56 @@ pub enum TokenRuntimeError {
     Corrupt { kid: String, reason: String },
 }
 
-/// Revocation epochs by principal, mirrored from the store.
+/// Revocation epochs by principal, and by (principal, host resource) for an identity
+/// detached from one resource, mirrored from the store.
 #[derive(Debug, Default)]
-struct Revocations(RwLock<HashMap<Uuid, i64>>);
+struct Revocations {
+    by_principal: RwLock<HashMap<Uuid, i64>>,
+    /// Keyed by principal and the host's lower-cased resource id.
+    by_host: RwLock<HashMap<(Uuid, String), i64>>,
+}
 
 impl Revocation for Revocations {
     fn valid_after(&self, oid: Uuid) -> Option<i64> {
-        self.0.read().ok().and_then(|m| m.get(&oid).copied())
+        self.by_principal
+            .read()
+            .ok()
+            .and_then(|m| m.get(&oid).copied())
     }
+
+    fn valid_after_for_host(&self, oid: Uuid, host: &str) -> Option<i64> {
+        let map = self.by_host.read().ok()?;
+        if map.is_empty() {
+            return None;
+        }
+        map.get(&(oid, host.to_ascii_lowercase())).copied()
+    }
+}
+
+/// The document collection holding per-host revocations.
+pub const HOST_REVOCATIONS: &str = "host-revocations";
+
+/// The change that revokes the tokens `principal` got from `host` before `valid_after`
+/// (detaching a user-assigned identity from one resource). Commit it through
+/// [`crate::AppState::commit`], which updates the running validators.
+pub fn host_revocation(principal: Uuid, host: &ResourceId, valid_after: i64) -> Change {
+    Change::PutDocument(DocumentRecord {
+        collection: HOST_REVOCATIONS.to_string(),
+        key: format!("{principal}/{}", host.key()),
+        version: valid_after,
+        body: serde_json::json!({ "principal": principal, "host": host.key(), "validAfter": valid_after }),
+    })
+}
+
+/// Reads a per-host revocation document back.
+pub fn parse_host_revocation(doc: &DocumentRecord) -> Option<(Uuid, String, i64)> {
+    if doc.collection != HOST_REVOCATIONS {
+        return None;
+    }
+    let principal = Uuid::parse_str(doc.body.get("principal")?.as_str()?).ok()?;
+    let host = doc.body.get("host")?.as_str()?.to_string();
+    let valid_after = doc.body.get("validAfter")?.as_i64()?;
+    Some((principal, host, valid_after))
 }
 
 /// Keys, issuance and validation.
@@ -70,9 +113,22 @@ impl TokenRuntime {
             records.push(stored);
         }
         let ring = KeyRing::load(rotation, records, &kek)?;
-        let revocations = Revocations(RwLock::new(
-            store.revocations().await?.into_iter().collect(),
-        ));
+        let mut by_host = HashMap::new();
+        for doc in store
+            .documents(&DocumentQuery {
+                collection: HOST_REVOCATIONS.to_string(),
+                ..Default::default()
+            })
+            .await?
+        {
+            if let Some((principal, host, after)) = parse_host_revocation(&doc) {
+                by_host.insert((principal, host), after);
+            }
+        }
+        let revocations = Revocations {
+            by_principal: RwLock::new(store.revocations().await?.into_iter().collect()),
+            by_host: RwLock::new(by_host),
+        };
         let runtime = Self {
             kek,
             ring: RwLock::new(ring),
@@ -160,6 +216,11 @@ impl TokenRuntime {
         &self.policy
     }
 
+    /// The key-encryption key, for planes that keep secrets at rest (Key Vault data keys).
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
     /// Issues a token now.
     pub fn issue(
         &self,
@@ -202,9 +263,17 @@ impl TokenRuntime {
         )
     }
 
+    /// Records in memory a per-host revocation that has been committed.
+    pub fn revoked_for_host(&self, principal: Uuid, host: String, valid_after: i64) {
+        if let Ok(mut m) = self.revocations.by_host.write() {
+            let entry = m.entry((principal, host)).or_insert(valid_after);
+            *entry = (*entry).max(valid_after);
+        }
+    }
+
     /// Records in memory a revocation that has been committed.
     pub fn revoked(&self, principal: Uuid, valid_after: i64) {
-        if let Ok(mut m) = self.revocations.0.write() {
+        if let Ok(mut m) = self.revocations.by_principal.write() {
             let entry = m.entry(principal).or_insert(valid_after);
             *entry = (*entry).max(valid_after);
         }

@@ -166,6 +166,16 @@ pub fn write(
             .push(Expect::ResourceUnchanged(uai.id.clone(), uai.updated_at));
         linked.push(uai.id.clone());
     }
+    // Identities detached from this resource: the tokens they got from it stop now.
+    for (key, gone) in &current.users {
+        if !next.users.contains_key(key) {
+            batch.push(lanyard_platform::tokens::host_revocation(
+                gone.principal_id,
+                &id,
+                ctx.now.unix_timestamp() + 1,
+            ));
+        }
+    }
     match (next_state.system_assigned, current.system) {
         (true, Some(p)) => next.system = Some(p),
         (true, None) => {

@@ -302,6 +302,19 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
     let ua2_client = s.ua2["properties"]["clientId"].as_str().unwrap();
     let by_ua2 = format!("{imds}?{q}&client_id={ua2_client}");
     assert_eq!(get(&by_ua2, &[("Metadata", "true")]).await.0, 200);
+    // A token ua2 got from this VM for the control plane works there...
+    let (_, arm_token) = get(
+        &format!(
+            "{imds}?api-version=2018-02-01&resource=https://management.azure.com/&client_id={ua2_client}"
+        ),
+        &[("Metadata", "true")],
+    )
+    .await;
+    let arm_token = arm_token["access_token"].as_str().unwrap().to_string();
+    let subscriptions = s.server.url("localhost", "/subscriptions?api-version=2022-12-01");
+    let http = s.server.client().unwrap();
+    let before = http.get(&subscriptions).bearer_auth(&arm_token).send().await.unwrap();
+    assert_eq!(before.status(), 200);
     let ua2_id = s.ua2["id"].as_str().unwrap();
     let patch = json!({"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": { ua2_id: null }}});
     let reply = s
@@ -315,6 +328,9 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
         (status, body["error_description"].as_str()),
         (400, Some("Identity not found"))
     );
+    // ...and is refused the moment ua2 is detached, not when it expires.
+    let after = http.get(&subscriptions).bearer_auth(&arm_token).send().await.unwrap();
+    assert_eq!(after.status(), 401);
 
     // An ended session's header and listener stop working.
     let id = session["id"].as_str().unwrap();
