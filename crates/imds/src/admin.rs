@@ -250,14 +250,15 @@ async fn sign_ins(
     filter: Result<Query<SignInFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
-    let Query(filter) = filter.map_err(|e| {
-        ApiError::arm(StatusCode::BAD_REQUEST, "InvalidParameter", e.body_text())
-    })?;
+    let Query(filter) = filter
+        .map_err(|e| ApiError::arm(StatusCode::BAD_REQUEST, "InvalidParameter", e.body_text()))?;
     let app = &state.service.app;
     let scope = ResourceId::subscription(&app.directory.subscription.id.to_string());
-    let decision = app
-        .access
-        .check(&AccessRequest::control(caller.object_id, SIGNIN_READ, &scope));
+    let decision = app.access.check(&AccessRequest::control(
+        caller.object_id,
+        SIGNIN_READ,
+        &scope,
+    ));
     if !decision.is_allowed() {
         return Err(ApiError::arm(
             StatusCode::FORBIDDEN,

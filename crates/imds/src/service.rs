@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lanyard_domain::ResourceId;
 use lanyard_platform::AppState;
@@ -80,9 +80,10 @@ struct CachedToken {
     generation: u64,
 }
 
-/// Azure's limits per resource: 20 requests a second, 5 at once.
+/// Azure's limits per resource: 20 requests a second, 5 at once. Time comes from the
+/// injected clock (seconds as `f64`).
 struct Throttle {
-    bucket: Mutex<(f64, Instant)>,
+    bucket: Mutex<(f64, f64)>,
     concurrent: Arc<Semaphore>,
 }
 
@@ -90,17 +91,16 @@ const THROTTLE_RATE: f64 = 20.0;
 const THROTTLE_CONCURRENT: usize = 5;
 
 impl Throttle {
-    fn new() -> Self {
+    fn new(now: f64) -> Self {
         Self {
-            bucket: Mutex::new((THROTTLE_RATE, Instant::now())),
+            bucket: Mutex::new((THROTTLE_RATE, now)),
             concurrent: Arc::new(Semaphore::new(THROTTLE_CONCURRENT)),
         }
     }
 
-    fn take(&self) -> bool {
+    fn take(&self, now: f64) -> bool {
         let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(b.1).as_secs_f64() * THROTTLE_RATE;
+        let refill = (now - b.1).max(0.0) * THROTTLE_RATE;
         b.0 = (b.0 + refill).min(THROTTLE_RATE);
         b.1 = now;
         if b.0 >= 1.0 {
@@ -295,14 +295,15 @@ impl IdentityService {
         if !self.app.config.identity_throttling {
             return Ok(None);
         }
+        let now = self.app.clock.now().unix_timestamp_nanos() as f64 / 1e9;
         let throttle = Arc::clone(
             self.throttles
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(resource.key().to_string())
-                .or_insert_with(|| Arc::new(Throttle::new())),
+                .or_insert_with(|| Arc::new(Throttle::new(now))),
         );
-        if !throttle.take() {
+        if !throttle.take(now) {
             return Err(Refusal::Throttled);
         }
         match Arc::clone(&throttle.concurrent).try_acquire_owned() {

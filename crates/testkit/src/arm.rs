@@ -16,6 +16,14 @@ pub struct Client {
     secret: String,
 }
 
+/// A service principal made through the Graph API.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub object_id: String,
+    pub client_id: String,
+    pub secret: String,
+}
+
 /// A response: status and JSON body (`Null` when empty or not JSON).
 #[derive(Debug)]
 pub struct Reply {
@@ -67,7 +75,12 @@ impl Client {
     }
 
     /// A control-plane call as this principal.
-    pub async fn arm(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
+    pub async fn arm(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Reply> {
         let token = self.token("https://management.azure.com/.default").await?;
         let mut request = self
             .http
@@ -83,6 +96,97 @@ impl Client {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
         })
+    }
+
+    /// A Graph call as this principal.
+    pub async fn graph(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Reply> {
+        let token = self.token("https://graph.microsoft.com/.default").await?;
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        let r = request.send().await.context("graph request")?;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        Ok(Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        })
+    }
+
+    /// Registers an application with a service principal and a client secret (the caller
+    /// must be the administrator).
+    pub async fn create_app(&self, name: &str) -> anyhow::Result<App> {
+        let ok = |r: Reply, what: &str| {
+            if matches!(r.status, 200 | 201) {
+                Ok(r.body)
+            } else {
+                Err(anyhow!("{what}: {} {}", r.status, r.body))
+            }
+        };
+        let app = ok(
+            self.graph(
+                Method::POST,
+                "/v1.0/applications",
+                Some(&serde_json::json!({"displayName": name})),
+            )
+            .await?,
+            "create application",
+        )?;
+        let app_id = app["appId"].as_str().unwrap_or_default().to_string();
+        let id = app["id"].as_str().unwrap_or_default().to_string();
+        let sp = ok(
+            self.graph(
+                Method::POST,
+                "/v1.0/servicePrincipals",
+                Some(&serde_json::json!({"appId": app_id})),
+            )
+            .await?,
+            "create service principal",
+        )?;
+        let password = ok(
+            self.graph(
+                Method::POST,
+                &format!("/v1.0/applications/{id}/addPassword"),
+                Some(&serde_json::json!({"passwordCredential": {"displayName": "test"}})),
+            )
+            .await?,
+            "add password",
+        )?;
+        Ok(App {
+            object_id: sp["id"].as_str().unwrap_or_default().to_string(),
+            client_id: app_id,
+            secret: password["secretText"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    /// Assigns the built-in role `role_id` to `principal` at `scope`.
+    pub async fn assign(&self, scope: &str, role_id: &str, principal: &str) -> anyhow::Result<()> {
+        let sub = scope
+            .split('/')
+            .nth(2)
+            .ok_or_else(|| anyhow!("scope `{scope}` has no subscription"))?;
+        let body = serde_json::json!({"properties": {
+            "roleDefinitionId": format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"),
+            "principalId": principal,
+            "principalType": "ServicePrincipal",
+        }});
+        let path = format!(
+            "{scope}/providers/Microsoft.Authorization/roleAssignments/{}?api-version=2022-04-01",
+            uuid::Uuid::new_v4()
+        );
+        self.put_ok(&path, &body).await.map(|_| ())
     }
 
     /// `PUT` that must succeed (200 or 201); returns the body.

@@ -32,6 +32,32 @@ pub fn command(script: &Path, args: &[&str], hosts: &[String]) -> anyhow::Result
         cmd.arg(script).args(args);
         return Ok(cmd);
     }
+    let mut argv = vec![script.as_os_str().to_os_string()];
+    argv.extend(args.iter().map(std::ffi::OsString::from));
+    isolated(&python, &argv, hosts)
+}
+
+/// `program args...` inside `unshare -m` with the same private hosts file as [`command`]:
+/// for a wrapper that starts the SDK script itself, such as `lanyard run --as R -- python ...`.
+pub fn isolated(
+    program: &Path,
+    args: &[std::ffi::OsString],
+    hosts: &[String],
+) -> anyhow::Result<Command> {
+    let file = hosts_file(hosts)?;
+    let mut cmd = Command::new("unshare");
+    cmd.arg("-m")
+        .arg("sh")
+        .arg("-c")
+        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(&file)
+        .arg(program)
+        .args(args);
+    Ok(cmd)
+}
+
+/// A copy of the machine's hosts file with each of `hosts` mapped to 127.0.0.1.
+fn hosts_file(hosts: &[String]) -> anyhow::Result<std::path::PathBuf> {
     let dir = tempfile::Builder::new()
         .prefix("lanyard-hosts")
         .tempdir()
@@ -43,14 +69,5 @@ pub fn command(script: &Path, args: &[&str], hosts: &[String]) -> anyhow::Result
         text.push_str(&format!("\n127.0.0.1 {name}\n"));
     }
     std::fs::write(&file, text)?;
-    let mut cmd = Command::new("unshare");
-    cmd.arg("-m")
-        .arg("sh")
-        .arg("-c")
-        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
-        .arg(&file)
-        .arg(python)
-        .arg(script)
-        .args(args);
-    Ok(cmd)
+    Ok(file)
 }

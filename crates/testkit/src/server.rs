@@ -45,6 +45,15 @@ impl TestServer {
     }
 
     pub async fn start_with_clock(backend: Backend, clock: SharedClock) -> anyhow::Result<Self> {
+        Self::start_configured(backend, clock, ConfigLayer::default()).await
+    }
+
+    /// A fresh server with extra settings (`extra` fills what the test server leaves open).
+    pub async fn start_configured(
+        backend: Backend,
+        clock: SharedClock,
+        extra: ConfigLayer,
+    ) -> anyhow::Result<Self> {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().join("data");
         let (db, url) = match backend {
@@ -55,7 +64,7 @@ impl TestServer {
                 (Some(db), Some(url))
             }
         };
-        let mut server = Self::launch(&data_dir, url.clone(), clock).await?;
+        let mut server = Self::launch_configured(&data_dir, url.clone(), clock, extra).await?;
         server._tmp = Some(tmp);
         server._db = db;
         Ok(server)
@@ -67,13 +76,25 @@ impl TestServer {
         database_url: Option<String>,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let config = Config::from_layer(ConfigLayer {
-            data_dir: Some(data_dir.to_path_buf()),
-            port: Some(0),
-            domain: Some(TEST_DOMAIN.into()),
-            database_url: database_url.clone(),
-            ..Default::default()
-        })?;
+        Self::launch_configured(data_dir, database_url, clock, ConfigLayer::default()).await
+    }
+
+    async fn launch_configured(
+        data_dir: &Path,
+        database_url: Option<String>,
+        clock: SharedClock,
+        extra: ConfigLayer,
+    ) -> anyhow::Result<Self> {
+        let config = Config::from_layer(
+            ConfigLayer {
+                data_dir: Some(data_dir.to_path_buf()),
+                port: Some(0),
+                domain: Some(TEST_DOMAIN.into()),
+                database_url: database_url.clone(),
+                ..Default::default()
+            }
+            .over(extra),
+        )?;
         let listener = Server::bind(&config).await?;
         let addr = listener.local_addr()?;
         let server = Server::prepare(config, clock).await?;

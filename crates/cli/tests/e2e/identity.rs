@@ -28,7 +28,10 @@ struct Scenario {
 
 impl Scenario {
     async fn new(backend: Backend) -> Self {
-        let server = TestServer::start(backend).await.unwrap();
+        Self::on(TestServer::start(backend).await.unwrap()).await
+    }
+
+    async fn on(server: TestServer) -> Self {
         let admin = Client::admin(&server).unwrap();
         let sub = server.admin.subscription_id;
         let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
@@ -353,4 +356,148 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
             "an ended session still issues tokens"
         ),
     }
+}
+
+const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+const VM_CONTRIBUTOR: &str = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_as_passes_the_exit_code_and_ends_the_session() {
+    let s = Scenario::new(Backend::Sqlite).await;
+    // The child sees the endpoint and header, gets a token, sees none of the parent's
+    // credentials, prints what it had, and exits 7.
+    let script = r#"
+        test -z "$AZURE_CLIENT_SECRET" || exit 90
+        test -z "$AZURE_CLIENT_ID" || exit 91
+        curl -sf -H "X-IDENTITY-HEADER: $IDENTITY_HEADER" \
+          "$IDENTITY_ENDPOINT?api-version=2019-08-01&resource=https://vault.azure.net" >/dev/null || exit 92
+        echo "$IDENTITY_ENDPOINT $IDENTITY_HEADER"
+        exit 7
+    "#;
+    let mut cmd = lanyard();
+    cmd.args(["run", "--as", "vm1", "--data-dir"])
+        .arg(&s.server.data_dir)
+        .args(["--", "sh", "-c", script])
+        .env("AZURE_CLIENT_ID", s.server.admin.client_id.to_string())
+        .env("AZURE_CLIENT_SECRET", &s.server.admin.client_secret);
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (endpoint, header) = stdout.trim().split_once(' ').unwrap();
+    let after = reqwest::Client::new()
+        .get(format!("{endpoint}?api-version=2019-08-01&resource=https://vault.azure.net"))
+        .header("X-IDENTITY-HEADER", header)
+        .send()
+        .await;
+    assert!(
+        after.map(|r| r.status() != 200).unwrap_or(true),
+        "a finished run's secret still issues tokens"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_as_a_resource_needs_write_on_it() {
+    let s = Scenario::new(Backend::Sqlite).await;
+    let app = s.admin.create_app("operator").await.unwrap();
+    let rg = format!("/subscriptions/{}/resourceGroups/rg1", s.server.admin.subscription_id);
+    s.admin.assign(&rg, READER, &app.object_id).await.unwrap();
+    let operator = Client::for_app(&s.server, &app.client_id, &app.secret).unwrap();
+    let open = || async {
+        operator
+            .arm(Method::POST, "/lanyard/sessions", Some(&json!({"resource": s.vm})))
+            .await
+            .unwrap()
+    };
+    let denied = open().await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.body["error"]["code"], "AuthorizationFailed");
+    let message = denied.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Microsoft.Compute/virtualMachines/write"), "{message}");
+
+    // Through the CLI, the refusal is exit code 3 with the service's code on one line.
+    let mut cmd = lanyard();
+    cmd.args(["run", "--as", s.vm.as_str(), "--", "true"])
+        .env("LANYARD_ARM_URL", s.server.url("localhost", ""))
+        .env("AZURE_TENANT_ID", s.server.admin.tenant_id.to_string())
+        .env("AZURE_CLIENT_ID", &app.client_id)
+        .env("AZURE_CLIENT_SECRET", &app.secret)
+        .env("REQUESTS_CA_BUNDLE", s.server.data_dir.join("ca.pem"))
+        .env("HOME", s.server.data_dir.join("no-home"));
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim().starts_with("error: AuthorizationFailed:"), "{stderr}");
+
+    s.admin.assign(&rg, VM_CONTRIBUTOR, &app.object_id).await.unwrap();
+    assert_eq!(open().await.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_answers_429_with_retry_after() {
+    let extra = lanyard_server::config::ConfigLayer {
+        identity_throttling: Some(true),
+        ..Default::default()
+    };
+    // A clock that stands still: the bucket never refills, so exactly its 20 tokens exist.
+    let clock = lanyard_domain::ManualClock::at_unix(
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    );
+    let server = TestServer::start_configured(Backend::Sqlite, std::sync::Arc::new(clock), extra)
+    .await
+    .unwrap();
+    let s = Scenario::on(server).await;
+    let session = open_session(&s).await;
+    let url = format!(
+        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net",
+        session["imdsEndpoint"].as_str().unwrap()
+    );
+    let http = reqwest::Client::new();
+    let mut handles = Vec::new();
+    for _ in 0..60 {
+        let (http, url) = (http.clone(), url.clone());
+        handles.push(tokio::spawn(async move {
+            let r = http.get(url).header("Metadata", "true").send().await.unwrap();
+            (r.status().as_u16(), r.headers().get("retry-after").is_some())
+        }));
+    }
+    let mut ok = 0;
+    let mut throttled = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            (200, _) => ok += 1,
+            (429, true) => throttled += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!((1..=20).contains(&ok), "ok={ok} throttled={throttled}");
+    assert_eq!(ok + throttled, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_log_records_tokens_and_refusals() {
+    let s = Scenario::new(Backend::Sqlite).await;
+    let session = open_session(&s).await;
+    let imds = format!(
+        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net",
+        session["imdsEndpoint"].as_str().unwrap()
+    );
+    assert_eq!(get(&imds, &[("Metadata", "true")]).await.0, 200);
+    assert_eq!(get(&imds, &[]).await.0, 400);
+    let mut log = Value::Null;
+    // Records are written in the background; give the writer a moment (bounded).
+    for _ in 0..50 {
+        log = s.admin.arm(Method::GET, "/lanyard/signins", None).await.unwrap().body;
+        let entries = log["value"].as_array().cloned().unwrap_or_default();
+        let imds_entries: Vec<&Value> = entries.iter().filter(|e| e["source"] == "imds").collect();
+        if imds_entries.len() >= 2 {
+            assert!(imds_entries.iter().any(|e| e["result"] == "success"
+                && e["resource"] == "https://vault.azure.net"
+                && e["session"].as_str().unwrap().contains("vm1")));
+            assert!(imds_entries.iter().any(|e| e["result"] == "failure"
+                && e["reason"] == "Required metadata header not specified"));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("sign-in log never showed both records: {log}");
 }
