@@ -171,27 +171,40 @@ fn reason(r: &MissReason) -> &'static str {
 }
 
 /// Roles with a permission block that grants `action` of `kind` (an allow entry matches,
-/// no exclusion of the same block does), least privileged first: fewest entries, and
-/// roles that grant everything of a kind (`*`) last. Pure.
+/// no exclusion of the same block does), least privileged first: roles that grant
+/// everything of a kind (`*`) last, roles that name the action exactly before those that
+/// reach it through a wildcard, then fewest entries. Pure.
 pub fn roles_granting<'r>(
     roles: &'r [RoleDefinition],
     action: &str,
     kind: ActionKind,
 ) -> Vec<&'r RoleDefinition> {
-    let mut found: Vec<&RoleDefinition> = roles
+    // For each granting role: whether an allow entry names the action exactly.
+    let mut found: Vec<(&RoleDefinition, bool)> = roles
         .iter()
-        .filter(|role| {
-            role.permissions.iter().any(|p| {
+        .filter_map(|role| {
+            let mut grants = false;
+            let mut exact = false;
+            for p in &role.permissions {
                 let (allow, deny) = match kind {
                     ActionKind::Control => (&p.actions, &p.not_actions),
                     ActionKind::Data => (&p.data_actions, &p.not_data_actions),
                 };
-                allow.iter().any(|a| ActionPattern::new(a).matches(action))
-                    && !deny.iter().any(|n| ActionPattern::new(n).matches(action))
-            })
+                if deny.iter().any(|n| ActionPattern::new(n).matches(action)) {
+                    continue;
+                }
+                for a in allow
+                    .iter()
+                    .filter(|a| ActionPattern::new(a).matches(action))
+                {
+                    grants = true;
+                    exact |= a.eq_ignore_ascii_case(action);
+                }
+            }
+            grants.then_some((role, exact))
         })
         .collect();
-    let breadth = |r: &RoleDefinition| {
+    let rank = |(r, exact): &(&RoleDefinition, bool)| {
         let everything = r
             .permissions
             .iter()
@@ -202,10 +215,10 @@ pub fn roles_granting<'r>(
             .iter()
             .map(|p| p.actions.len() + p.data_actions.len())
             .sum();
-        (everything, entries, r.role_name.clone())
+        (everything, !exact, entries, r.role_name.clone())
     };
-    found.sort_by_key(|r| breadth(r));
-    found
+    found.sort_by_key(rank);
+    found.into_iter().map(|(r, _)| r).collect()
 }
 
 #[cfg(test)]
@@ -220,7 +233,11 @@ mod tests {
             .iter()
             .map(|r| r.role_name.as_str())
             .collect();
-        assert_eq!(names.first(), Some(&"Storage Blob Data Reader"), "{names:?}");
+        assert_eq!(
+            names.first(),
+            Some(&"Storage Blob Data Reader"),
+            "{names:?}"
+        );
         assert!(names.contains(&"Storage Blob Data Contributor"));
         assert!(!names.contains(&"Owner"), "Owner grants no data actions");
 

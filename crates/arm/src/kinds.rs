@@ -20,6 +20,10 @@ pub enum Family {
     UserAssignedIdentity,
     /// Its `federatedIdentityCredentials` children.
     FederatedCredential,
+    /// `Microsoft.KeyVault/vaults`: properties checked by `lanyard_keyvault::vault`.
+    Vault,
+    /// `{vault}/accessPolicies/{add|replace|remove}`: an operation on the vault, not a resource.
+    VaultAccessPolicy,
 }
 
 /// A naming rule, with the sentence that explains it in errors.
@@ -108,6 +112,17 @@ pub static KINDS: &[Kind] = &[
             description: "A container app name is 2 to 32 characters: lower-case letters, digits and '-'; it starts with a letter, ends with a letter or digit, and has no '--'.",
         },
     },
+    // Storage accounts: the blob plane's rules (names unique, endpoints, data cascade) are
+    // applied by `api::resources` through `lanyard_blob::account`.
+    Kind {
+        namespace: lanyard_blob::account::NAMESPACE,
+        types: &[lanyard_blob::account::TYPE_NAME],
+        family: Family::Compute,
+        name: NameRule {
+            check: lanyard_blob::account::valid_account_name,
+            description: lanyard_blob::account::NAME_RULE,
+        },
+    },
     Kind {
         namespace: "Microsoft.ManagedIdentity",
         types: &["userAssignedIdentities"],
@@ -124,6 +139,24 @@ pub static KINDS: &[Kind] = &[
         name: NameRule {
             check: credential_name,
             description: "A federated identity credential name is 3 to 120 characters: letters, digits, '-' and '_'; it starts with a letter or digit.",
+        },
+    },
+    Kind {
+        namespace: "Microsoft.KeyVault",
+        types: &["vaults"],
+        family: Family::Vault,
+        name: NameRule {
+            check: lanyard_keyvault::names::valid_vault_name,
+            description: lanyard_keyvault::names::VAULT_NAME_RULE,
+        },
+    },
+    Kind {
+        namespace: "Microsoft.KeyVault",
+        types: &["vaults", "accessPolicies"],
+        family: Family::VaultAccessPolicy,
+        name: NameRule {
+            check: lanyard_keyvault::vault::valid_access_policy_operation,
+            description: lanyard_keyvault::vault::ACCESS_POLICY_OPERATION_RULE,
         },
     },
 ];

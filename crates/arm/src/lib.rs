@@ -15,6 +15,8 @@
 //! - [`request`]: one authenticated call, and the JSON body extractor.
 //! - [`auth`]: 401 challenges and 403 texts.
 //! - [`api`]: thin handlers, one module per resource family: load, plan, authorize, commit.
+//! - [`explain`]: `POST /lanyard/access/explain`, the engine's verdict and reasons for
+//!   `lanyard access explain`.
 //!
 //! Every call: route → (`/metadata/endpoints` is anonymous) authenticate → api-version →
 //! subscription exists → authorize the implied action → load → plan → check linked scopes →
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod errors;
+pub mod explain;
 pub mod filter;
 pub mod kinds;
 pub mod plan;
@@ -76,7 +79,10 @@ impl Arm {
 
 /// The management host's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new().fallback(handle).with_state(Arm::new(state))
+    Router::new()
+        .route(explain::PATH, axum::routing::post(explain::handle))
+        .fallback(handle)
+        .with_state(Arm::new(state))
 }
 
 async fn handle(State(arm): State<Arm>, request: Request) -> Response {

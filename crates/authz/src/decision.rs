@@ -165,7 +165,8 @@ pub struct Denial {
     pub principal_id: Uuid,
     pub action: String,
     pub kind: ActionKind,
-    pub scope: ResourceId,
+    /// The requested scope.
+    pub scope: String,
     /// Nearest first: right role at the wrong scope, then covering assignments whose role
     /// excludes or lacks the action. At most [`Denial::MAX_MISSES`].
     pub misses: Vec<Miss>,
@@ -320,8 +321,11 @@ fn who(id: Uuid, name: Option<&str>) -> String {
 }
 
 /// Says where the request is relative to an assignment scope that does not cover it.
-fn where_request_is(request: &ResourceId, assignment_scope: &str) -> String {
-    let Ok(at) = ResourceId::parse(assignment_scope) else {
+fn where_request_is(request: &str, assignment_scope: &str) -> String {
+    let (Ok(at), Ok(request)) = (
+        ResourceId::parse(assignment_scope),
+        ResourceId::parse(request),
+    ) else {
         return format!("the request is for `{request}`, outside that scope");
     };
     let target = if request.name().is_empty() {
@@ -348,7 +352,7 @@ fn where_request_is(request: &ResourceId, assignment_scope: &str) -> String {
             Some(_) => {}
         }
     }
-    if at.is_within(request) {
+    if at.is_within(&request) {
         format!("the request is for `{request}`, above that scope")
     } else {
         format!("the request is for `{request}`, outside that scope")

@@ -4,16 +4,19 @@
 //! Layout (all ids are dense `u32` slots, freed slots are reused):
 //! - assignment slots: `(id, principal, role, scope)` plus each slot's position in its
 //!   principal's and its scope's lists, so removal is O(1) (swap-remove);
-//! - principals: object id → slot → direct assignments and direct groups;
+//! - principals: object id → slot → direct groups and direct assignments, each held inline
+//!   as `(scope hash, scope depth, scope, role, slot)` so a check reads one short list;
 //! - groups: group slot → member slots (the reverse of "direct groups");
-//! - scopes: interned by a case-insensitive segment hash; each holds the assignments made
-//!   exactly there. The hash of every ancestor of a request comes out of one pass over
-//!   its key, so finding the scopes that cover a request costs one probe per segment;
+//! - scopes: interned by a case-insensitive hash computed segment by segment, so one pass
+//!   over a request's key yields the hash of every ancestor; each scope keeps its text and
+//!   the assignments made exactly there;
 //! - roles: GUID → compiled matchers ([`crate::role::CompiledRole`]).
 //!
-//! A check looks up the principal, finds the interned scopes covering the request, then
-//! walks only that principal's (and its groups') assignments: O(depth + assignments of
-//! the principal and its groups), independent of the total.
+//! A check looks up the principal, hashes the prefixes of the request's scope once, then
+//! walks only that principal's (and its groups') assignments: one whose scope hash equals
+//! the request's prefix hash at its depth, and whose role grants the action, is confirmed
+//! by comparing the scope text. Cost: O(depth + assignments of the principal and its
+//! groups), independent of the total, with a handful of memory reads.
 
 use std::mem::size_of;
 use std::sync::Arc;
@@ -22,7 +25,10 @@ use lanyard_domain::{ResourceId, RoleAssignment, RoleDefinition};
 use uuid::Uuid;
 
 use crate::decision::{AccessRequest, Decision, Denial, Grant, Miss, MissReason};
-use crate::hash::{for_each_scope_prefix, scope_hash, FastMap, HashedMap};
+use crate::hash::{
+    eq_ignore_case, finish_scope_hash, for_each_scope_prefix, scope_depth, scope_hash, scope_state,
+    FastMap, HashedMap,
+};
 use crate::pattern::ActionPattern;
 use crate::role::{CompiledRole, RoleSlot, RoleVerdict};
 
@@ -47,10 +53,22 @@ struct Slot {
     at_scope: u32,
 }
 
+/// An assignment as its holder's list keeps it: enough to test it without another lookup.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// Raw fold state of the scope key (see [`crate::hash::for_each_scope_prefix`]).
+    scope_state: u64,
+    /// Segment count of the scope, capped at `DEEP`.
+    depth: u32,
+    scope: u32,
+    role: u32,
+    slot: u32,
+}
+
 #[derive(Debug, Default)]
 struct PrincipalEntry {
     id: Uuid,
-    assignments: Vec<u32>,
+    assignments: Vec<Held>,
     /// Groups this principal is a direct member of.
     member_of: Vec<u32>,
 }
@@ -59,17 +77,41 @@ struct PrincipalEntry {
 struct ScopeEntry {
     /// The scope as first written (display casing).
     text: Arc<str>,
+    /// Table key: the finished hash of `state`.
     hash: u64,
+    /// Raw fold state of the key, as [`Held`] keeps it.
+    state: u64,
+    /// Segment count, capped at `DEEP`.
+    depth: u32,
     /// Next scope with the same hash, or `NONE`.
     next: u32,
     assignments: Vec<u32>,
 }
 
-#[derive(Debug, Default)]
+/// Depths at or past this share the last bucket (and are then checked by text alone).
+const DEEP: usize = 24;
+
+#[derive(Debug)]
 struct ScopeTable {
     heads: HashedMap<u32>,
     entries: Vec<Option<ScopeEntry>>,
     free: Vec<u32>,
+    /// Interned scopes per depth (segment count); a check probes only depths in use.
+    depth_counts: [u32; DEEP + 1],
+    /// Bit `d` set when `depth_counts[d] > 0`.
+    depth_mask: u64,
+}
+
+impl Default for ScopeTable {
+    fn default() -> Self {
+        Self {
+            heads: HashedMap::default(),
+            entries: Vec::new(),
+            free: Vec::new(),
+            depth_counts: [0; DEEP + 1],
+            depth_mask: 0,
+        }
+    }
 }
 
 impl ScopeTable {
@@ -86,7 +128,7 @@ impl ScopeTable {
         let mut at = *self.heads.get(&hash)?;
         while at != NONE {
             let e = self.entry(at)?;
-            if e.text.eq_ignore_ascii_case(text) {
+            if eq_ignore_case(e.text.as_bytes(), text.as_bytes()) {
                 return Some(at);
             }
             at = e.next;
@@ -99,13 +141,17 @@ impl ScopeTable {
     }
 
     fn intern(&mut self, scope: &ResourceId) -> u32 {
-        let hash = scope_hash(scope.key());
+        let state = scope_state(scope.key());
+        let hash = finish_scope_hash(state);
         if let Some(id) = self.find(hash, scope.key()) {
             return id;
         }
+        let depth = scope_depth(scope.key()).min(DEEP);
         let entry = ScopeEntry {
             text: Arc::from(scope.as_str()),
             hash,
+            state,
+            depth: depth as u32,
             next: self.heads.get(&hash).copied().unwrap_or(NONE),
             assignments: Vec::new(),
         };
@@ -120,6 +166,8 @@ impl ScopeTable {
             }
         };
         self.heads.insert(hash, id);
+        self.depth_counts[depth] += 1;
+        self.depth_mask |= 1 << depth;
         id
     }
 
@@ -150,17 +198,35 @@ impl ScopeTable {
             }
         }
         self.free.push(id);
+        let depth = e.depth as usize;
+        self.depth_counts[depth] = self.depth_counts[depth].saturating_sub(1);
+        if self.depth_counts[depth] == 0 {
+            self.depth_mask &= !(1 << depth);
+        }
     }
 
-    /// The interned scopes at or above `key` (a [`ResourceId::key`]).
+    /// The deepest depth that holds a scope.
+    fn max_depth(&self) -> usize {
+        63 - self.depth_mask.leading_zeros().min(63) as usize
+    }
+
+    /// The interned scopes at or above `key` (a [`ResourceId::key`]). Probes only depths
+    /// that hold scopes, and stops past the deepest one.
     #[inline]
     fn covering(&self, key: &str, out: &mut SmallIds) {
-        for_each_scope_prefix(key, |end, hash| {
-            let prefix = if end == 0 { "/" } else { &key[..end] };
-            if let Some(id) = self.find(hash, prefix) {
-                out.push(id);
+        let mask = self.depth_mask;
+        if mask == 0 {
+            return;
+        }
+        for_each_scope_prefix(key, |depth, end, state| {
+            let d = depth.min(DEEP);
+            if mask & (1 << d) != 0 {
+                let prefix = if end == 0 { "/" } else { &key[..end] };
+                if let Some(id) = self.find(finish_scope_hash(state), prefix) {
+                    out.push(id);
+                }
             }
-            true
+            d == DEEP || mask >> (d + 1) != 0
         });
     }
 }
@@ -214,13 +280,50 @@ impl SmallIds {
         }
     }
 
-    #[inline]
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn to_vec(&self) -> Vec<u32> {
         (0..self.len).filter_map(|i| self.get(i)).collect()
+    }
+}
+
+/// The hashes of a request key's ancestor-or-self prefixes, by depth, computed once.
+struct Prefixes<'k> {
+    key: &'k [u8],
+    hashes: [u64; DEEP],
+    len: usize,
+}
+
+impl<'k> Prefixes<'k> {
+    #[inline]
+    fn of(key: &'k str, max_depth: usize) -> Self {
+        let mut p = Self {
+            key: key.as_bytes(),
+            hashes: [0; DEEP],
+            len: 0,
+        };
+        let limit = max_depth.min(DEEP - 1);
+        for_each_scope_prefix(key, |depth, _, state| {
+            p.hashes[depth] = state;
+            p.len = depth + 1;
+            depth < limit
+        });
+        p
+    }
+
+    /// Whether `held`'s scope may cover the request (hash test; confirm with [`Self::within`]).
+    #[inline]
+    fn may_cover(&self, held: &Held) -> bool {
+        let d = held.depth as usize;
+        d >= DEEP || (d < self.len && self.hashes[d] == held.scope_state)
+    }
+
+    /// Whether the request key is `scope` or below it (the text test).
+    #[inline]
+    fn within(&self, scope: &str) -> bool {
+        let s = scope.as_bytes();
+        s == b"/"
+            || (self.key.len() >= s.len()
+                && eq_ignore_case(&self.key[..s.len()], s)
+                && (self.key.len() == s.len() || self.key[s.len()] == b'/'))
     }
 }
 
@@ -505,15 +608,33 @@ impl AccessIndex {
                 slot_no(self.slots.len() - 1)
             }
         };
+        let (scope_state, depth) = self
+            .scopes
+            .entry(sc)
+            .map_or((0, DEEP as u32), |e| (e.state, e.depth));
+        let held = Held {
+            scope_state,
+            depth,
+            scope: sc,
+            role: r,
+            slot: s,
+        };
         let at_principal = match self.principal_mut(p) {
             Some(e) => {
-                e.assignments.push(s);
+                // Most principals hold one or two assignments: skip the default capacity of 4.
+                if e.assignments.capacity() == 0 {
+                    e.assignments.reserve_exact(1);
+                }
+                e.assignments.push(held);
                 slot_no(e.assignments.len() - 1)
             }
             None => NONE,
         };
         let at_scope = match self.scopes.entry_mut(sc) {
             Some(e) => {
+                if e.assignments.capacity() == 0 {
+                    e.assignments.reserve_exact(1);
+                }
                 e.assignments.push(s);
                 slot_no(e.assignments.len() - 1)
             }
@@ -546,8 +667,8 @@ impl AccessIndex {
         {
             let at = slot.at_principal as usize;
             e.assignments.swap_remove(at);
-            if let Some(&moved) = e.assignments.get(at) {
-                self.slots[moved as usize].at_principal = slot.at_principal;
+            if let Some(moved) = e.assignments.get(at) {
+                self.slots[moved.slot as usize].at_principal = slot.at_principal;
             }
         }
         if let Some(e) = self.scopes.entry_mut(slot.scope) {
@@ -594,7 +715,7 @@ impl AccessIndex {
             .and_then(|&p| self.principal(p))
             .map_or(&[][..], |e| &e.assignments[..])
             .iter()
-            .filter_map(|&s| self.assignment_ref(s))
+            .filter_map(|h| self.assignment_ref(h.slot))
     }
 
     /// Assignments made exactly at `scope`.
@@ -647,12 +768,11 @@ impl AccessIndex {
     fn find_grant(&self, req: &AccessRequest<'_>) -> Option<(u32, &ActionPattern)> {
         let &p = self.principal_ids.get(&req.principal)?;
         let entry = self.principal(p)?;
-        let mut covering = SmallIds::new();
-        self.scopes.covering(req.scope.key(), &mut covering);
-        if covering.is_empty() {
+        if entry.assignments.is_empty() && entry.member_of.is_empty() {
             return None;
         }
-        if let Some(hit) = self.grant_among(&entry.assignments, &covering, req) {
+        let prefixes = Prefixes::of(req.scope.key(), self.scopes.max_depth());
+        if let Some(hit) = self.grant_among(&entry.assignments, &prefixes, req) {
             return Some(hit);
         }
         if entry.member_of.is_empty() {
@@ -669,7 +789,7 @@ impl AccessIndex {
             let Some(group) = self.principal(g) else {
                 continue;
             };
-            if let Some(hit) = self.grant_among(&group.assignments, &covering, req) {
+            if let Some(hit) = self.grant_among(&group.assignments, &prefixes, req) {
                 return Some(hit);
             }
             for &up in &group.member_of {
@@ -682,17 +802,19 @@ impl AccessIndex {
     #[inline]
     fn grant_among(
         &self,
-        assignments: &[u32],
-        covering: &SmallIds,
+        held: &[Held],
+        prefixes: &Prefixes<'_>,
         req: &AccessRequest<'_>,
     ) -> Option<(u32, &ActionPattern)> {
-        assignments.iter().find_map(|&s| {
-            let slot = &self.slots[s as usize];
-            if !covering.contains(slot.scope) {
+        held.iter().find_map(|h| {
+            if !prefixes.may_cover(h) {
                 return None;
             }
-            let role = self.role_slot(slot.role)?.role.as_ref()?;
-            role.grants(req.action, req.kind).map(|p| (s, p))
+            let role = self.role_slot(h.role)?.role.as_ref()?;
+            let pattern = role.grants(req.action, req.kind)?;
+            // INVARIANT: a grant needs the text test; the hash alone never decides.
+            let scope = self.scopes.entry(h.scope)?;
+            prefixes.within(&scope.text).then_some((h.slot, pattern))
         })
     }
 
@@ -714,8 +836,7 @@ impl AccessIndex {
     }
 
     fn denial(&self, req: &AccessRequest<'_>) -> Denial {
-        let mut covering = SmallIds::new();
-        self.scopes.covering(req.scope.key(), &mut covering);
+        let prefixes = Prefixes::of(req.scope.key(), self.scopes.max_depth());
         let holders = match self.principal_ids.get(&req.principal) {
             Some(&p) => self.group_closure(p),
             None => Vec::new(),
@@ -728,15 +849,15 @@ impl AccessIndex {
             let Some(holder) = self.principal(h) else {
                 continue;
             };
-            for &s in &holder.assignments {
+            for h in &holder.assignments {
                 considered += 1;
-                let slot = &self.slots[s as usize];
-                let Some(scope) = self.scopes.entry(slot.scope) else {
+                let s = h.slot;
+                let Some(scope) = self.scopes.entry(h.scope) else {
                     continue;
                 };
-                let role = self.role_slot(slot.role).and_then(|r| r.role.as_ref());
+                let role = self.role_slot(h.role).and_then(|r| r.role.as_ref());
                 let closeness = common_prefix_ignore_case(key, scope.text.as_bytes());
-                let miss = if covering.contains(slot.scope) {
+                let miss = if prefixes.may_cover(h) && prefixes.within(&scope.text) {
                     match role.map(|r| r.verdict(req.action, req.kind)) {
                         None => Some((4, MissReason::RoleNotFound)),
                         Some(RoleVerdict::Excluded {
@@ -800,7 +921,7 @@ impl AccessIndex {
             principal_id: req.principal,
             action: req.action.to_string(),
             kind: req.kind,
-            scope: req.scope.clone(),
+            scope: req.scope.as_str().to_string(),
             misses,
             more_misses,
             assignments_considered: considered,

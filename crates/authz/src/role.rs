@@ -8,18 +8,111 @@ use uuid::Uuid;
 use crate::decision::ActionKind;
 use crate::pattern::ActionPattern;
 
+/// Lower-cased namespace and the indices of its patterns, ascending.
+type NamespaceGroup = (Box<str>, Box<[u32]>);
+
+/// A pattern list indexed by provider namespace: a pattern whose first segment has no `*`
+/// (`Microsoft.Compute/...`) can only match actions of that namespace, so a request
+/// tries only those and the patterns that may match anywhere (`*`, `*/read`).
+#[derive(Debug, Clone, Default)]
+struct PatternSet {
+    patterns: Box<[ActionPattern]>,
+    by_namespace: Box<[NamespaceGroup]>,
+    /// Indices of the other patterns, ascending.
+    anywhere: Box<[u32]>,
+}
+
+/// The first segment of an action (all of it when it has no `/`).
+#[inline]
+fn namespace_of(action: &str) -> &str {
+    action.split('/').next().unwrap_or(action)
+}
+
+/// The namespace every action matching `pattern` must have, if there is one.
+fn pattern_namespace(pattern: &str) -> Option<String> {
+    let lower = pattern.to_ascii_lowercase();
+    match lower.find('/') {
+        Some(i) if !lower[..i].contains('*') => Some(lower[..i].to_string()),
+        None if !lower.contains('*') => Some(lower),
+        _ => None,
+    }
+}
+
+impl PatternSet {
+    fn new(patterns: &[String]) -> Self {
+        let mut by_namespace: Vec<(Box<str>, Vec<u32>)> = Vec::new();
+        let mut anywhere = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let i = i as u32;
+            match pattern_namespace(p) {
+                Some(ns) => match by_namespace.iter_mut().find(|(n, _)| **n == *ns) {
+                    Some((_, idx)) => idx.push(i),
+                    None => by_namespace.push((ns.into(), vec![i])),
+                },
+                None => anywhere.push(i),
+            }
+        }
+        Self {
+            patterns: patterns.iter().map(|p| ActionPattern::new(p)).collect(),
+            by_namespace: by_namespace
+                .into_iter()
+                .map(|(n, idx)| (n, idx.into_boxed_slice()))
+                .collect(),
+            anywhere: anywhere.into_boxed_slice(),
+        }
+    }
+
+    /// The first pattern, in definition order, that matches `action`.
+    #[inline]
+    fn find(&self, action: &str) -> Option<&ActionPattern> {
+        let ns = namespace_of(action).as_bytes();
+        let mut best = self
+            .by_namespace
+            .iter()
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(ns))
+            .and_then(|(_, idx)| {
+                idx.iter()
+                    .copied()
+                    .find(|&i| self.patterns[i as usize].matches(action))
+            });
+        for &i in self.anywhere.iter() {
+            if best.is_some_and(|b| i > b) {
+                break;
+            }
+            if self.patterns[i as usize].matches(action) {
+                best = Some(i);
+                break;
+            }
+        }
+        best.map(|i| &self.patterns[i as usize])
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.patterns
+            .iter()
+            .map(|p| std::mem::size_of::<ActionPattern>() + 16 + 2 * p.as_str().len() + 48)
+            .sum::<usize>()
+            + self
+                .by_namespace
+                .iter()
+                .map(|(n, idx)| 32 + n.len() + 4 * idx.len())
+                .sum::<usize>()
+            + 4 * self.anywhere.len()
+    }
+}
+
 /// One permission block, compiled.
 #[derive(Debug, Clone)]
 struct Block {
-    actions: Box<[ActionPattern]>,
-    not_actions: Box<[ActionPattern]>,
-    data_actions: Box<[ActionPattern]>,
-    not_data_actions: Box<[ActionPattern]>,
+    actions: PatternSet,
+    not_actions: PatternSet,
+    data_actions: PatternSet,
+    not_data_actions: PatternSet,
 }
 
 impl Block {
     #[inline]
-    fn lists(&self, kind: ActionKind) -> (&[ActionPattern], &[ActionPattern]) {
+    fn lists(&self, kind: ActionKind) -> (&PatternSet, &PatternSet) {
         match kind {
             ActionKind::Control => (&self.actions, &self.not_actions),
             ActionKind::Data => (&self.data_actions, &self.not_data_actions),
@@ -50,10 +143,6 @@ pub(crate) enum RoleVerdict<'r> {
     },
 }
 
-fn compile_list(patterns: &[String]) -> Box<[ActionPattern]> {
-    patterns.iter().map(|p| ActionPattern::new(p)).collect()
-}
-
 impl CompiledRole {
     pub(crate) fn compile(role: &RoleDefinition) -> Self {
         Self {
@@ -62,10 +151,10 @@ impl CompiledRole {
                 .permissions
                 .iter()
                 .map(|p| Block {
-                    actions: compile_list(&p.actions),
-                    not_actions: compile_list(&p.not_actions),
-                    data_actions: compile_list(&p.data_actions),
-                    not_data_actions: compile_list(&p.not_data_actions),
+                    actions: PatternSet::new(&p.actions),
+                    not_actions: PatternSet::new(&p.not_actions),
+                    data_actions: PatternSet::new(&p.data_actions),
+                    not_data_actions: PatternSet::new(&p.not_data_actions),
                 })
                 .collect(),
         }
@@ -77,8 +166,8 @@ impl CompiledRole {
     pub(crate) fn grants(&self, action: &str, kind: ActionKind) -> Option<&ActionPattern> {
         self.blocks.iter().find_map(|b| {
             let (allow, deny) = b.lists(kind);
-            let granted = allow.iter().find(|p| p.matches(action))?;
-            if deny.iter().any(|p| p.matches(action)) {
+            let granted = allow.find(action)?;
+            if deny.find(action).is_some() {
                 None
             } else {
                 Some(granted)
@@ -92,8 +181,8 @@ impl CompiledRole {
         }
         for b in self.blocks.iter() {
             let (allow, deny) = b.lists(kind);
-            if let Some(granted_by) = allow.iter().find(|p| p.matches(action)) {
-                if let Some(excluded_by) = deny.iter().find(|p| p.matches(action)) {
+            if let Some(granted_by) = allow.find(action) {
+                if let Some(excluded_by) = deny.find(action) {
                     return RoleVerdict::Excluded {
                         granted_by,
                         excluded_by,
@@ -112,23 +201,60 @@ impl CompiledRole {
 
     /// Approximate heap bytes held by this role's matchers.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let pattern_bytes = |ps: &[ActionPattern]| -> usize {
-            ps.iter()
-                .map(|p| std::mem::size_of::<ActionPattern>() + 16 + 2 * p.as_str().len() + 32)
-                .sum::<usize>()
-        };
         16 + self.name.len()
             + self
                 .blocks
                 .iter()
                 .map(|b| {
                     std::mem::size_of::<Block>()
-                        + pattern_bytes(&b.actions)
-                        + pattern_bytes(&b.not_actions)
-                        + pattern_bytes(&b.data_actions)
-                        + pattern_bytes(&b.not_data_actions)
+                        + b.actions.heap_bytes()
+                        + b.not_actions.heap_bytes()
+                        + b.data_actions.heap_bytes()
+                        + b.not_data_actions.heap_bytes()
                 })
                 .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ps: &[&str]) -> PatternSet {
+        PatternSet::new(&ps.iter().map(|p| (*p).to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn namespace_index_keeps_first_match_in_definition_order() {
+        let s = set(&[
+            "Microsoft.Compute/disks/read",
+            "*/read",
+            "microsoft.compute/*",
+            "read",
+        ]);
+        let found = |a: &str| s.find(a).map(|p| p.as_str().to_string());
+        assert_eq!(
+            found("Microsoft.Compute/disks/read").as_deref(),
+            Some("Microsoft.Compute/disks/read")
+        );
+        assert_eq!(
+            found("MICROSOFT.COMPUTE/vms/read").as_deref(),
+            Some("*/read")
+        );
+        assert_eq!(
+            found("Microsoft.Compute/vms/write").as_deref(),
+            Some("microsoft.compute/*")
+        );
+        assert_eq!(
+            found("Microsoft.KeyVault/vaults/read").as_deref(),
+            Some("*/read")
+        );
+        assert_eq!(found("read").as_deref(), Some("read"));
+        assert_eq!(found("Microsoft.KeyVault/vaults/write"), None);
+        assert_eq!(pattern_namespace("Microsoft.*/read"), None);
+        assert_eq!(pattern_namespace("a/*/b").as_deref(), Some("a"));
+        assert_eq!(pattern_namespace("/*/x").as_deref(), Some(""));
+        assert_eq!(pattern_namespace("*"), None);
     }
 }
 

@@ -45,6 +45,11 @@ pub struct RunArgs {
     /// Data directory holding the administrator credential (else the `AZURE_*` variables).
     #[arg(long, env = "LANYARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// How the command resolves vault and storage host names: `auto` gives it a private
+    /// hosts file (in its own mount namespace, with `unshare`) when they do not resolve to
+    /// the server already; `private` always does; `system` never does.
+    #[arg(long, value_enum, default_value_t)]
+    pub resolve: crate::private_hosts::Resolve,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -83,8 +88,23 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         .command
         .split_first()
         .ok_or_else(|| anyhow!("no command given"))?;
-    let mut command = tokio::process::Command::new(program);
-    command.args(rest);
+    // Lives until the command exits: the private hosts file goes with it.
+    let hosts = crate::private_hosts::prepare(&conn, args.resolve).await;
+    let hosts = match hosts {
+        Ok(h) => h,
+        Err(e) => {
+            end_session(&conn, &id).await;
+            return Err(e);
+        }
+    };
+    let mut command = match &hosts {
+        Some(h) => h.command(program, rest),
+        None => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(rest);
+            c
+        }
+    };
     for name in INHERITED_CREDENTIALS {
         command.env_remove(name);
     }

@@ -1,19 +1,40 @@
-//! Key Vault: the secrets data plane on `{vault}.vault.{domain}`.
+//! Key Vault: the vault resource's rules, and the secrets data plane on
+//! `{vault}.vault.{domain}` that unmodified Key Vault SDKs drive.
+//!
+//! Layout:
+//! - [`vault`]: the `Microsoft.KeyVault/vaults` resource for the control plane (PUT, PATCH,
+//!   access policy operations, the protections that cannot be turned off) and the settings
+//!   the data plane reads from it. Pure.
+//! - [`names`]: secret names, versions and vault names. Pure.
+//! - [`route`]: which secret operation a method and path name. Pure.
+//! - [`wire`]: request bodies and the answers' shapes (bundles, items, pages). Pure.
+//! - [`stored`]: the documents kept per vault and their key layout. Pure.
+//! - [`backup`]: backup blobs, sealed under the KEK and bound to the subscription.
+//! - [`errors`]: failures with Key Vault's status, code and inner code; they become HTTP
+//!   only as [`lanyard_platform::ApiError`].
+//! - [`challenge`]: authentication: the accepted audiences and the 401 challenge.
+//! - [`authorize`]: RBAC data actions or access-policy permissions per operation.
+//! - [`resolve`]: the vault a host names, and its data key (created on first use).
+//! - [`secrets`]: the operations over the store, retention included.
+//! - [`http`]: the router and its thin handler.
+//!
+//! A request: find the vault (404 if none) → authenticate (401 with the challenge) →
+//! route (400/404/405) → authorize (403) → read the body → unlock the vault's data key →
+//! operate → answer. Secret values
+//! exist in clear only in the request, the answer and memory; they are sealed under the
+//! vault's data key at rest, never logged, and never echoed in errors.
 
-use axum::http::StatusCode;
-use axum::Router;
-use lanyard_platform::{ApiError, AppState, Dialect};
+pub mod authorize;
+pub mod backup;
+pub mod challenge;
+pub mod errors;
+pub mod http;
+pub mod names;
+pub mod resolve;
+pub mod route;
+pub mod secrets;
+pub mod stored;
+pub mod vault;
+pub mod wire;
 
-/// The vault hosts' routes. The vault name arrives as a request extension.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .fallback(|| async {
-            ApiError::new(
-                Dialect::KeyVault,
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "The requested path does not exist on this host.",
-            )
-        })
-        .with_state(state)
-}
+pub use http::router;

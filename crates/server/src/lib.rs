@@ -169,6 +169,10 @@ impl Server {
             access: Arc::clone(&self.access),
             generation: Default::default(),
         });
+        // Before the first request: blob files a crash left that no record names.
+        if let Err(e) = lanyard_blob::recover(&state).await {
+            tracing::warn!(error = %e, "blob recovery failed; stray blob files stay until the next start");
+        }
         let ticker = tokio::spawn(rotate_keys(Arc::clone(&self.tokens)));
         tracing::info!(
             port,

@@ -117,7 +117,7 @@ pub async fn delete(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response,
                 .filter(|r| !r.id.is_within(&group.id) && references_any(r, &gone))
                 .collect()
         };
-        let plan = arm.with_context(call, |ctx| {
+        let mut plan = arm.with_context(call, |ctx| {
             plan::groups::delete(
                 ctx,
                 GroupContents {
@@ -130,7 +130,16 @@ pub async fn delete(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response,
                 },
             )
         });
+        plan.batch
+            .changes
+            .extend(lanyard_blob::account::removal(&resources));
+        plan.batch
+            .changes
+            .extend(lanyard_keyvault::stored::removal(&resources));
         if let Some(r) = arm.commit(plan, &mut attempt).await? {
+            if lanyard_blob::account::removes_accounts(&resources) {
+                lanyard_blob::account::sweep_accounts(arm.state());
+            }
             return Ok(r);
         }
     }

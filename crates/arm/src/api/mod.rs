@@ -5,6 +5,7 @@
 //! - [`groups`]: resource groups.
 //! - [`resources`]: resources that hold identities, and the system identity of any scope.
 //! - [`identities`]: user-assigned identities and federated credentials.
+//! - [`vaults`]: Key Vault vaults and their access policy operations.
 //! - [`roles`]: role definitions.
 //! - [`assignments`]: role assignments.
 //! - [`activity`]: the activity log in Azure Monitor's shape.
@@ -16,6 +17,7 @@ pub mod groups;
 pub mod identities;
 pub mod resources;
 pub mod roles;
+pub mod vaults;
 
 use std::time::Duration;
 
@@ -95,6 +97,12 @@ pub(crate) async fn dispatch(arm: &Arm, call: &Call, route: Route) -> Result<Res
                 }
                 (Family::FederatedCredential, Method::PUT) => {
                     identities::put_credential(arm, call, kind, &id).await
+                }
+                (Family::Vault, Method::PUT | Method::PATCH) => {
+                    vaults::write(arm, call, kind, &id).await
+                }
+                (Family::VaultAccessPolicy, Method::PUT) => {
+                    vaults::access_policy(arm, call, &id).await
                 }
                 _ => Err(not_allowed(call)),
             }

@@ -158,14 +158,47 @@ pub async fn write(
             existing: existing.as_ref(),
             identities: &identities,
         };
-        let plan = arm.with_context(call, |ctx| {
+        let account = storage_account(arm, id).await?;
+        let mut plan = arm.with_context(call, |ctx| {
             plan::resources::write(ctx, kind, id, &request, view, mode)
         })?;
+        if let Some(registration) = account {
+            let blob_host = arm.state().endpoints().blob(id.name());
+            lanyard_blob::account::complete_write(
+                &mut plan.batch,
+                plan.body.as_mut(),
+                id,
+                registration,
+                &blob_host,
+            );
+        }
         arm.authorize_linked(call, &action, id, &plan).await?;
         if let Some(r) = arm.commit(plan, &mut attempt).await? {
             return Ok(r);
         }
     }
+}
+
+/// For a storage account, the registration of its name (which must be free or its own).
+async fn storage_account(
+    arm: &Arm,
+    id: &ResourceId,
+) -> Result<Option<lanyard_blob::account::Registration>, ApiError> {
+    if !id.is_type(lanyard_blob::account::ACCOUNT_TYPE) {
+        return Ok(None);
+    }
+    let holder = lanyard_blob::account::holder(arm.state().store.as_ref(), id.name())
+        .await
+        .map_err(ArmError::from)?;
+    lanyard_blob::account::registration(id, holder.as_ref())
+        .map(Some)
+        .map_err(|e| {
+            ApiError::arm(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                e.code(),
+                e.message(),
+            )
+        })
 }
 
 /// `DELETE` of any served resource: 200 when deleted, 204 when there was nothing.
@@ -210,7 +243,7 @@ pub async fn delete(
         } else {
             Vec::new()
         };
-        let plan = arm.with_context(call, |ctx| {
+        let mut plan = arm.with_context(call, |ctx| {
             plan::removal::delete_resource(
                 ctx,
                 &record,
@@ -220,7 +253,16 @@ pub async fn delete(
                 },
             )
         });
+        plan.batch
+            .changes
+            .extend(lanyard_blob::account::removal(removed));
+        plan.batch
+            .changes
+            .extend(lanyard_keyvault::stored::removal(removed));
         if let Some(r) = arm.commit(plan, &mut attempt).await? {
+            if lanyard_blob::account::removes_accounts(removed) {
+                lanyard_blob::account::sweep_accounts(arm.state());
+            }
             return Ok(r);
         }
     }

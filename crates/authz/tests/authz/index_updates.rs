@@ -210,3 +210,50 @@ fn memory_usage_is_accounted() {
     let per = (full.total - empty.total) / 1000;
     assert!((40..400).contains(&per), "{per} bytes per assignment");
 }
+
+#[test]
+fn very_deep_scopes_are_compared_by_text() {
+    let mut pair = Pair::with_builtins();
+    let p = Uuid::from_u128(1);
+    let mut deep = rid(VM);
+    for i in 0..20 {
+        deep = deep.with_child("nested", &format!("n{i}"));
+    }
+    let deeper = deep.with_child("leaf", "x");
+    let sibling = rid(&deep.as_str().replace("/n19", "/n19x"));
+    pair.add(&assignment(
+        Uuid::from_u128(10),
+        p,
+        builtin_id("Reader"),
+        &deep,
+    ));
+    pair.add(&assignment(
+        Uuid::from_u128(11),
+        p,
+        builtin_id("Contributor"),
+        &rid(RG),
+    ));
+    for (scope, action, expected) in [
+        (&deeper, "Microsoft.Compute/virtualMachines/read", true),
+        (&deep, "Microsoft.Compute/virtualMachines/read", true),
+        (&sibling, "Microsoft.Compute/virtualMachines/read", true),
+        (
+            &sibling,
+            "Microsoft.Authorization/roleAssignments/write",
+            false,
+        ),
+        (&deeper, "Microsoft.Compute/virtualMachines/write", true),
+    ] {
+        let req = AccessRequest::control(p, action, scope);
+        assert_eq!(pair.index.allows(&req), expected, "{action} at {scope}");
+        assert_eq!(
+            lanyard_authz::reference::is_allowed(&pair.env, &req),
+            expected
+        );
+    }
+    assert!(pair.remove(Uuid::from_u128(11)));
+    let req = AccessRequest::control(p, "Microsoft.Compute/virtualMachines/read", &sibling);
+    assert!(!pair.index.allows(&req));
+    let req = AccessRequest::control(p, "Microsoft.Compute/virtualMachines/read", &deeper);
+    assert!(pair.index.allows(&req));
+}

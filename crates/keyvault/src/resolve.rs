@@ -1,0 +1,274 @@
+//! The vault a host names: its resource (found by name through a small cache), its settings,
+//! and its data key, created on the vault's first data-plane request.
+//!
+//! Vault names are global, as in Azure: `{name}.vault.{domain}` is the vault of that name in
+//! any subscription. The name → id cache is rebuilt from the store when a name is missing
+//! and either a commit happened here since the last build or the build is a few seconds old
+//! (another server sharing the database may have created it). Every request re-reads the
+//! vault's resource, so permission-model and policy changes apply at once.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use lanyard_domain::ResourceId;
+use lanyard_platform::AppState;
+use lanyard_storage::{
+    Batch, Change, DocumentRecord, Expect, ResourceQuery, ResourceRecord, StoreError,
+};
+use lanyard_token::DataKey;
+
+use crate::errors::KvError;
+use crate::stored::{data_key_aad, Layout, VaultDoc, SECRETS, VAULTS};
+use crate::vault::{VaultSettings, VAULT_TYPE};
+
+/// A cache build younger than this is trusted for misses (unless a local commit happened).
+const REBUILD_AFTER_SECS: i64 = 2;
+const LIST_PAGE: u32 = 1000;
+const RETRIES: usize = 4;
+
+/// A vault ready to serve a request.
+pub struct ResolvedVault {
+    pub id: ResourceId,
+    /// The name as the resource id spells it.
+    pub name: String,
+    /// `https://{name}.vault.{domain}[:{port}]`: the base of every id this vault returns.
+    pub url: String,
+    pub subscription: String,
+    pub settings: VaultSettings,
+    pub layout: Layout,
+    pub data_key: DataKey,
+}
+
+#[derive(Default)]
+struct Names {
+    by_name: HashMap<String, ResourceId>,
+    built: bool,
+    generation: u64,
+    built_at: i64,
+}
+
+/// Finds vaults by name.
+#[derive(Default)]
+pub struct VaultDirectory {
+    names: RwLock<Names>,
+}
+
+impl VaultDirectory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn cached(&self, name: &str) -> Option<ResourceId> {
+        self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .get(name)
+            .cloned()
+    }
+
+    fn rebuild_due(&self, state: &AppState) -> bool {
+        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        !names.built
+            || names.generation != state.generation()
+            || state.clock.unix() - names.built_at >= REBUILD_AFTER_SECS
+    }
+
+    async fn rebuild(&self, state: &AppState) -> Result<(), StoreError> {
+        let generation = state.generation();
+        let mut found: HashMap<String, ResourceRecord> = HashMap::new();
+        let mut after = None;
+        loop {
+            let page = state
+                .store
+                .resources(&ResourceQuery {
+                    resource_type: Some(VAULT_TYPE.to_string()),
+                    after: after.clone(),
+                    limit: Some(LIST_PAGE),
+                    ..Default::default()
+                })
+                .await?;
+            let full = page.len() == LIST_PAGE as usize;
+            after = page.last().map(|r| r.id.key().to_string());
+            for record in page {
+                let name = record.id.name().to_ascii_lowercase();
+                // Should two vaults share a name, the older one keeps it.
+                let keep_existing = found
+                    .get(&name)
+                    .is_some_and(|other| other.created_at <= record.created_at);
+                if !keep_existing {
+                    found.insert(name, record);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
+        names.by_name = found.into_iter().map(|(k, r)| (k, r.id)).collect();
+        names.built = true;
+        names.generation = generation;
+        names.built_at = state.clock.unix();
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        state: &AppState,
+        name: &str,
+    ) -> Result<Option<ResourceRecord>, KvError> {
+        let fetch =
+            |id: ResourceId| async move {
+                Ok::<_, KvError>(
+                    state.store.resource(&id).await?.filter(|r| {
+                        r.id.is_type(VAULT_TYPE) && r.id.name().eq_ignore_ascii_case(name)
+                    }),
+                )
+            };
+        if let Some(id) = self.cached(name) {
+            if let Some(record) = fetch(id).await? {
+                return Ok(Some(record));
+            }
+        }
+        if !self.rebuild_due(state) {
+            return Ok(None);
+        }
+        self.rebuild(state).await?;
+        match self.cached(name) {
+            Some(id) => fetch(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The vault called `name` (case-insensitive). Its data key is not touched until
+    /// [`FoundVault::unlock`], which the caller does once the request is authorized.
+    pub async fn find(&self, state: &AppState, name: &str) -> Result<FoundVault, KvError> {
+        let name = name.to_ascii_lowercase();
+        let record = self
+            .record(state, &name)
+            .await?
+            .ok_or_else(|| KvError::VaultNotFound(name.clone()))?;
+        Ok(FoundVault {
+            name: record.id.name().to_string(),
+            url: state.endpoints().vault(&name),
+            subscription: record.id.subscription_id().unwrap_or_default().to_string(),
+            settings: VaultSettings::from_body(&record.body, state.directory.tenant.id),
+            record,
+        })
+    }
+}
+
+/// A vault whose resource was found, before its data key is loaded.
+pub struct FoundVault {
+    pub record: ResourceRecord,
+    /// The name as the resource id spells it.
+    pub name: String,
+    /// `https://{name}.vault.{domain}[:{port}]`.
+    pub url: String,
+    pub subscription: String,
+    pub settings: VaultSettings,
+}
+
+impl FoundVault {
+    /// Loads (or on the vault's first use, creates) the data key.
+    pub async fn unlock(self, state: &AppState) -> Result<ResolvedVault, KvError> {
+        let (layout, data_key) = data_key(state, &self.record).await?;
+        Ok(ResolvedVault {
+            id: self.record.id,
+            name: self.name,
+            url: self.url,
+            subscription: self.subscription,
+            settings: self.settings,
+            layout,
+            data_key,
+        })
+    }
+}
+
+fn corrupt(id: &ResourceId, what: &str) -> KvError {
+    KvError::Internal(format!("the data-plane record of vault `{id}` {what}"))
+}
+
+/// The vault's instance and data key; made (or remade, dropping what a previous vault of the
+/// same id left) when the stored record is missing or belongs to an earlier resource.
+async fn data_key(state: &AppState, record: &ResourceRecord) -> Result<(Layout, DataKey), KvError> {
+    let kek = state.tokens.kek();
+    let id = &record.id;
+    let created = record.created_at.unix_timestamp_nanos();
+    for _ in 0..RETRIES {
+        let stored = state.store.document(VAULTS, id.key()).await?;
+        let previous = match stored {
+            Some(DocumentRecord { version, body, .. }) => {
+                let doc: VaultDoc =
+                    serde_json::from_value(body).map_err(|_| corrupt(id, "is unreadable"))?;
+                if doc.resource_created == created {
+                    let wrapped = STANDARD
+                        .decode(doc.wrapped_key.as_bytes())
+                        .map_err(|_| corrupt(id, "has a malformed wrapped key"))?;
+                    let key = DataKey::unwrap(kek, &wrapped, &data_key_aad(id, &doc.instance))
+                        .map_err(|_| corrupt(id, "has a data key the key-encryption key cannot unwrap (was LANYARD_KEK changed?)"))?;
+                    return Ok((Layout::new(id, &doc.instance), key));
+                }
+                Some((version, doc))
+            }
+            None => None,
+        };
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let key = DataKey::generate();
+        let wrapped = key
+            .wrap(kek, &data_key_aad(id, &instance))
+            .map_err(|e| KvError::Internal(format!("wrapping a data key: {e}")))?;
+        let doc = VaultDoc {
+            resource_created: created,
+            instance: instance.clone(),
+            wrapped_key: STANDARD.encode(wrapped),
+        };
+        let body = serde_json::to_value(&doc).map_err(|e| KvError::Internal(e.to_string()))?;
+        let mut batch = Batch::new().expect(Expect::ResourceExists(id.clone()));
+        let next_version = match &previous {
+            Some((version, old)) => {
+                batch = batch.expect(Expect::DocumentVersion {
+                    collection: VAULTS.into(),
+                    key: id.key().to_string(),
+                    version: *version,
+                });
+                batch.push(Change::DeleteDocumentsWithPrefix {
+                    collection: SECRETS.into(),
+                    prefix: Layout::new(id, &old.instance).all(),
+                });
+                version + 1
+            }
+            None => {
+                batch = batch.expect(Expect::DocumentAbsent {
+                    collection: VAULTS.into(),
+                    key: id.key().to_string(),
+                });
+                1
+            }
+        };
+        batch.push(Change::PutDocument(DocumentRecord {
+            collection: VAULTS.into(),
+            key: id.key().to_string(),
+            version: next_version,
+            body,
+        }));
+        match state.commit(batch).await {
+            Ok(()) => {
+                tracing::info!(vault = %id, "vault data key created");
+                return Ok((Layout::new(id, &instance), key));
+            }
+            // Another request made it first, or the vault just went: read again.
+            Err(StoreError::Conflict(_)) => {
+                if state.store.resource(id).await?.is_none() {
+                    return Err(KvError::VaultNotFound(id.name().to_string()));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(KvError::Store(StoreError::Conflict(format!(
+        "the data key of vault `{id}` kept changing; retry"
+    ))))
+}

@@ -1,0 +1,255 @@
+//! What the data plane keeps in the store, and where. Pure.
+//!
+//! Two document collections:
+//! - [`VAULTS`], key `{vault id, lower-cased}`: a [`VaultDoc`], the vault's data-plane
+//!   instance and its data key wrapped by the KEK. It is created on the vault's first
+//!   data-plane request and replaced (with everything under the old instance) when the
+//!   resource it was made for is gone and a vault of the same id exists again.
+//! - [`SECRETS`], keys under `{vault id}/{instance}/` ([`Layout`]):
+//!   - `live/{name}`: a live secret: a copy of its latest version's metadata ([`SecretMeta`]),
+//!     so listing secrets is one range read;
+//!   - `versions/{name}/{version}`: every version ([`VersionDoc`]), with its sealed value;
+//!   - `deleted/{name}`: a deleted secret ([`DeletedDoc`]); its versions stay where they are
+//!     until it is recovered or purged.
+//!
+//! Names in keys are lower-cased (secret names are case-insensitive) and contain no `/`, so
+//! every prefix below ends with `/` and is a clean key range. Keys start with the vault's
+//! resource id, so whatever deletes a scope can delete every document under it with
+//! [`forget_scope`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use lanyard_domain::ResourceId;
+use lanyard_storage::{Change, ResourceRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::names::{SecretName, SecretVersion};
+
+pub const VAULTS: &str = "kv-vaults";
+pub const SECRETS: &str = "kv-secrets";
+
+/// A vault's data-plane record.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultDoc {
+    /// `created_at` of the resource record this instance belongs to (Unix nanoseconds).
+    pub resource_created: i128,
+    /// Random; part of every secret key and of the data key's associated data.
+    pub instance: String,
+    /// The data key wrapped by the KEK, base64.
+    pub wrapped_key: String,
+}
+
+impl fmt::Debug for VaultDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultDoc")
+            .field("resource_created", &self.resource_created)
+            .field("instance", &self.instance)
+            .field("wrapped_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `attributes` of a secret version, times in Unix seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attributes {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// Everything about a secret version but its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMeta {
+    /// The name as first written.
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    pub attributes: Attributes,
+}
+
+/// A secret version with its value sealed under the vault's data key.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionDoc {
+    #[serde(flatten)]
+    pub meta: SecretMeta,
+    /// `nonce ‖ ciphertext ‖ tag`, base64.
+    pub sealed: String,
+}
+
+impl fmt::Debug for VersionDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VersionDoc")
+            .field("meta", &self.meta)
+            .field("sealed", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A deleted secret: its latest version's metadata and the retention dates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedDoc {
+    #[serde(flatten)]
+    pub meta: SecretMeta,
+    pub deleted_date: i64,
+    pub scheduled_purge_date: i64,
+}
+
+impl DeletedDoc {
+    /// Past its scheduled purge date at `now`: to be treated as gone and purged.
+    pub fn expired(&self, now: i64) -> bool {
+        self.scheduled_purge_date <= now
+    }
+}
+
+/// The keys of one vault instance's secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    base: String,
+}
+
+impl Layout {
+    pub fn new(vault: &ResourceId, instance: &str) -> Self {
+        Self {
+            base: format!("{}/{instance}", vault.key()),
+        }
+    }
+
+    /// Everything of this instance.
+    pub fn all(&self) -> String {
+        format!("{}/", self.base)
+    }
+
+    pub fn live(&self, name: &SecretName) -> String {
+        format!("{}/live/{}", self.base, name.key())
+    }
+
+    pub fn live_prefix(&self) -> String {
+        format!("{}/live/", self.base)
+    }
+
+    pub fn version(&self, name: &SecretName, version: &SecretVersion) -> String {
+        format!("{}/versions/{}/{version}", self.base, name.key())
+    }
+
+    pub fn versions_prefix(&self, name: &SecretName) -> String {
+        format!("{}/versions/{}/", self.base, name.key())
+    }
+
+    pub fn deleted(&self, name: &SecretName) -> String {
+        format!("{}/deleted/{}", self.base, name.key())
+    }
+
+    pub fn deleted_prefix(&self) -> String {
+        format!("{}/deleted/", self.base)
+    }
+
+    /// Associated data binding a sealed value to its vault instance, secret and version.
+    pub fn value_aad(&self, name: &SecretName, version: &SecretVersion) -> Vec<u8> {
+        format!("lanyard/kv/value/{}/{}/{version}", self.base, name.key()).into_bytes()
+    }
+}
+
+/// Associated data binding a wrapped data key to its vault instance.
+pub fn data_key_aad(vault: &ResourceId, instance: &str) -> Vec<u8> {
+    format!("lanyard/kv/data-key/{}/{instance}", vault.key()).into_bytes()
+}
+
+/// Changes that delete every data-plane document of the vaults at or under `scope` (a vault,
+/// a resource group or a subscription). For the control plane to add to the batch that
+/// deletes them.
+pub fn forget_scope(scope: &ResourceId) -> Vec<Change> {
+    let under = format!("{}/", scope.key());
+    vec![
+        Change::DeleteDocument {
+            collection: VAULTS.into(),
+            key: scope.key().to_string(),
+        },
+        Change::DeleteDocumentsWithPrefix {
+            collection: VAULTS.into(),
+            prefix: under.clone(),
+        },
+        Change::DeleteDocumentsWithPrefix {
+            collection: SECRETS.into(),
+            prefix: under,
+        },
+    ]
+}
+
+/// [`forget_scope`] for every vault among `removed` (resources a control-plane batch deletes).
+pub fn removal(removed: &[ResourceRecord]) -> Vec<Change> {
+    removed
+        .iter()
+        .filter(|r| r.id.is_type(crate::vault::VAULT_TYPE))
+        .flat_map(|r| forget_scope(&r.id))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_ranges_per_name() {
+        let vault = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/KV1",
+        )
+        .unwrap();
+        let l = Layout::new(&vault, "i1");
+        let a = SecretName::parse("Db").unwrap();
+        let v = SecretVersion::parse(&"0".repeat(32)).unwrap();
+        assert_eq!(
+            l.live(&a),
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/kv1/i1/live/db"
+        );
+        assert!(l.version(&a, &v).starts_with(&l.versions_prefix(&a)));
+        let ab = SecretName::parse("db2").unwrap();
+        assert!(!l.version(&ab, &v).starts_with(&l.versions_prefix(&a)));
+        assert!(l.live(&a).starts_with(&l.all()));
+        // Dropping a group reaches its vaults' documents.
+        let rg = ResourceId::parse("/subscriptions/s/resourceGroups/rg").unwrap();
+        let changes = forget_scope(&rg);
+        assert!(changes.iter().any(|c| matches!(c,
+            Change::DeleteDocumentsWithPrefix { collection, prefix }
+                if collection == SECRETS && l.live(&a).starts_with(prefix.as_str()))));
+    }
+
+    #[test]
+    fn removal_reaches_only_vaults() {
+        let record = |id: &str| ResourceRecord {
+            id: ResourceId::parse(id).unwrap(),
+            resource_type: String::new(),
+            body: serde_json::Value::Null,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let vault =
+            record("/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1");
+        let vm = record(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        );
+        assert_eq!(removal(&[vm.clone()]), vec![]);
+        assert_eq!(removal(&[vm, vault.clone()]), forget_scope(&vault.id));
+    }
+
+    #[test]
+    fn debug_hides_key_material_and_values() {
+        let doc = VaultDoc {
+            resource_created: 1,
+            instance: "i".into(),
+            wrapped_key: "c2VjcmV0".into(),
+        };
+        assert!(!format!("{doc:?}").contains("c2VjcmV0"));
+    }
+}
