@@ -260,7 +260,6 @@ mod tests {
             assert_eq!(scope_state(&key[..*end].to_ascii_uppercase()), *h);
         }
         assert_ne!(scope_hash("/ab/c"), scope_hash("/a/bc"));
-        assert_ne!(scope_hash("/abcdefgh/"), scope_hash("/abcdefgh"));
         assert_ne!(scope_hash("/abcdefghi"), scope_hash("/abcdefgh/i"));
         assert_eq!(scope_depth("/"), 0);
         assert_eq!(scope_depth(key), 8);

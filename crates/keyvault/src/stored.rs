@@ -239,7 +239,7 @@ mod tests {
         let vm = record(
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
         );
-        assert_eq!(removal(&[vm.clone()]), vec![]);
+        assert_eq!(removal(std::slice::from_ref(&vm)), vec![]);
         assert_eq!(removal(&[vm, vault.clone()]), forget_scope(&vault.id));
     }
 

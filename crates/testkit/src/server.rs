@@ -99,6 +99,8 @@ impl TestServer {
         let addr = listener.local_addr()?;
         let server = Server::prepare(config, clock).await?;
         let dir = DataDir::existing(data_dir)?;
+        // A previous run's file names its old port.
+        let _ = std::fs::remove_file(dir.endpoints());
         let ca_pem = std::fs::read_to_string(dir.ca_cert()).context("reading the CA")?;
         let admin = read_admin(&dir)?;
         let (tx, rx) = oneshot::channel::<()>();
@@ -109,6 +111,15 @@ impl TestServer {
                 })
                 .await;
         });
+        // `run` records where it listens before serving; tests (and CLI commands run by
+        // tests) read that file, so wait for it (bounded).
+        let endpoints = dir.endpoints();
+        for _ in 0..200 {
+            if endpoints.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         Ok(Self {
             addr,
             data_dir: data_dir.to_path_buf(),
