@@ -81,21 +81,8 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Reply> {
-        let token = self.token("https://management.azure.com/.default").await?;
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            request = request.json(b);
-        }
-        let r = request.send().await.context("control-plane request")?;
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        Ok(Reply {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        })
+        self.call("https://management.azure.com/.default", method, path, body)
+            .await
     }
 
     /// A Graph call as this principal.
@@ -105,7 +92,19 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Reply> {
-        let token = self.token("https://graph.microsoft.com/.default").await?;
+        self.call("https://graph.microsoft.com/.default", method, path, body)
+            .await
+    }
+
+    /// A call on the combined host with a token for `scope`.
+    async fn call(
+        &self,
+        scope: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Reply> {
+        let token = self.token(scope).await?;
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -113,7 +112,7 @@ impl Client {
         if let Some(b) = body {
             request = request.json(b);
         }
-        let r = request.send().await.context("graph request")?;
+        let r = request.send().await.with_context(|| format!("request to `{path}`"))?;
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
         Ok(Reply {
