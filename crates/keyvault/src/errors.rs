@@ -29,6 +29,12 @@ pub enum KvError {
     AccessDenied(String),
     #[error("Operation {operation} is not allowed on a disabled secret.")]
     SecretDisabled { operation: &'static str },
+    #[error(
+        "Operation get is not allowed on a secret that is not yet valid (nbf is in the future)."
+    )]
+    SecretNotYetValid,
+    #[error("Operation get is not allowed on an expired secret.")]
+    SecretExpired,
     #[error("Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed.")]
     PurgeProtected,
     #[error("A secret with (name/id) {name}{} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182", version.as_ref().map(|v| format!("/{v}")).unwrap_or_default())]
@@ -87,6 +93,12 @@ impl KvError {
             Self::SecretDisabled { .. } => {
                 (StatusCode::FORBIDDEN, "Forbidden", Some("SecretDisabled"))
             }
+            Self::SecretNotYetValid => (
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                Some("SecretNotYetValid"),
+            ),
+            Self::SecretExpired => (StatusCode::FORBIDDEN, "Forbidden", Some("SecretExpired")),
             Self::PurgeProtected => (
                 StatusCode::FORBIDDEN,
                 "Forbidden",

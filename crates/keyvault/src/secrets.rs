@@ -289,8 +289,18 @@ impl Secrets<'_> {
             .read::<VersionDoc>(&layout.version(name, &wanted))
             .await?
             .ok_or_else(|| KvError::not_found(name, version))?;
-        if !doc.meta.attributes.enabled {
+        let attributes = &doc.meta.attributes;
+        if !attributes.enabled {
             return Err(KvError::SecretDisabled { operation: "get" });
+        }
+        // The value is withheld outside its validity window (`nbf` .. `exp`); its metadata
+        // stays readable through the list operations.
+        let now = self.now();
+        if attributes.nbf.is_some_and(|nbf| now < nbf) {
+            return Err(KvError::SecretNotYetValid);
+        }
+        if attributes.exp.is_some_and(|exp| now >= exp) {
+            return Err(KvError::SecretExpired);
         }
         let value = self.open(name, &doc)?;
         Ok((doc.meta, value))

@@ -599,6 +599,44 @@ async fn rbac_secrets_user_reads_and_officer_runs_the_life_cycle() {
         )
         .await;
 
+    // Outside `nbf` .. `exp` the value is withheld; the injected clock moves it in and out.
+    let now = plane.clock.unix();
+    let r = plane
+        .call(
+            "kv1",
+            Method::PATCH,
+            &p("/secrets/db-password"),
+            &off,
+            Some(json!({"attributes": {"nbf": now + 100, "exp": now + 200}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let latest = p("/secrets/db-password");
+    let get = || plane.call("kv1", Method::GET, &latest, &usr, None);
+    let r = get().await;
+    assert_eq!(
+        (r.status, r.inner()),
+        (StatusCode::FORBIDDEN, "SecretNotYetValid")
+    );
+    plane.clock.advance(std::time::Duration::from_secs(150));
+    assert_eq!(get().await.status, StatusCode::OK);
+    plane.clock.advance(std::time::Duration::from_secs(100));
+    let r = get().await;
+    assert_eq!(
+        (r.status, r.inner()),
+        (StatusCode::FORBIDDEN, "SecretExpired")
+    );
+    plane
+        .call(
+            "kv1",
+            Method::PATCH,
+            &p("/secrets/db-password"),
+            &off,
+            Some(json!({"attributes": {"exp": plane.clock.unix() + 86_400}})),
+        )
+        .await;
+    assert_eq!(get().await.status, StatusCode::OK);
+
     // Paging: five secrets, two per page, following nextLink.
     for i in 0..4 {
         plane
