@@ -112,7 +112,10 @@ impl Client {
         if let Some(b) = body {
             request = request.json(b);
         }
-        let r = request.send().await.with_context(|| format!("request to `{path}`"))?;
+        let r = request
+            .send()
+            .await
+            .with_context(|| format!("request to `{path}`"))?;
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
         Ok(Reply {

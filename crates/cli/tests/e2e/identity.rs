@@ -314,9 +314,16 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
     )
     .await;
     let arm_token = arm_token["access_token"].as_str().unwrap().to_string();
-    let subscriptions = s.server.url("localhost", "/subscriptions?api-version=2022-12-01");
+    let subscriptions = s
+        .server
+        .url("localhost", "/subscriptions?api-version=2022-12-01");
     let http = s.server.client().unwrap();
-    let before = http.get(&subscriptions).bearer_auth(&arm_token).send().await.unwrap();
+    let before = http
+        .get(&subscriptions)
+        .bearer_auth(&arm_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(before.status(), 200);
     let ua2_id = s.ua2["id"].as_str().unwrap();
     let patch = json!({"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": { ua2_id: null }}});
@@ -332,7 +339,12 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
         (400, Some("Identity not found"))
     );
     // ...and is refused the moment ua2 is detached, not when it expires.
-    let after = http.get(&subscriptions).bearer_auth(&arm_token).send().await.unwrap();
+    let after = http
+        .get(&subscriptions)
+        .bearer_auth(&arm_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(after.status(), 401);
 
     // An ended session's header and listener stop working.
@@ -381,11 +393,18 @@ async fn run_as_passes_the_exit_code_and_ends_the_session() {
         .env("AZURE_CLIENT_ID", s.server.admin.client_id.to_string())
         .env("AZURE_CLIENT_SECRET", &s.server.admin.client_secret);
     let out = tokio::process::Command::from(cmd).output().await.unwrap();
-    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let (endpoint, header) = stdout.trim().split_once(' ').unwrap();
     let after = reqwest::Client::new()
-        .get(format!("{endpoint}?api-version=2019-08-01&resource=https://vault.azure.net"))
+        .get(format!(
+            "{endpoint}?api-version=2019-08-01&resource=https://vault.azure.net"
+        ))
         .header("X-IDENTITY-HEADER", header)
         .send()
         .await;
@@ -399,12 +418,19 @@ async fn run_as_passes_the_exit_code_and_ends_the_session() {
 async fn running_as_a_resource_needs_write_on_it() {
     let s = Scenario::new(Backend::Sqlite).await;
     let app = s.admin.create_app("operator").await.unwrap();
-    let rg = format!("/subscriptions/{}/resourceGroups/rg1", s.server.admin.subscription_id);
+    let rg = format!(
+        "/subscriptions/{}/resourceGroups/rg1",
+        s.server.admin.subscription_id
+    );
     s.admin.assign(&rg, READER, &app.object_id).await.unwrap();
     let operator = Client::for_app(&s.server, &app.client_id, &app.secret).unwrap();
     let open = || async {
         operator
-            .arm(Method::POST, "/lanyard/sessions", Some(&json!({"resource": s.vm})))
+            .arm(
+                Method::POST,
+                "/lanyard/sessions",
+                Some(&json!({"resource": s.vm})),
+            )
             .await
             .unwrap()
     };
@@ -412,7 +438,10 @@ async fn running_as_a_resource_needs_write_on_it() {
     assert_eq!(denied.status, 403, "{}", denied.body);
     assert_eq!(denied.body["error"]["code"], "AuthorizationFailed");
     let message = denied.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("Microsoft.Compute/virtualMachines/write"), "{message}");
+    assert!(
+        message.contains("Microsoft.Compute/virtualMachines/write"),
+        "{message}"
+    );
 
     // Through the CLI, the refusal is exit code 3 with the service's code on one line.
     let mut cmd = lanyard();
@@ -426,9 +455,15 @@ async fn running_as_a_resource_needs_write_on_it() {
     let out = tokio::process::Command::from(cmd).output().await.unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.trim().starts_with("error: AuthorizationFailed:"), "{stderr}");
+    assert!(
+        stderr.trim().starts_with("error: AuthorizationFailed:"),
+        "{stderr}"
+    );
 
-    s.admin.assign(&rg, VM_CONTRIBUTOR, &app.object_id).await.unwrap();
+    s.admin
+        .assign(&rg, VM_CONTRIBUTOR, &app.object_id)
+        .await
+        .unwrap();
     assert_eq!(open().await.status, 201);
 }
 
@@ -439,12 +474,11 @@ async fn throttling_answers_429_with_retry_after() {
         ..Default::default()
     };
     // A clock that stands still: the bucket never refills, so exactly its 20 tokens exist.
-    let clock = lanyard_domain::ManualClock::at_unix(
-        time::OffsetDateTime::now_utc().unix_timestamp(),
-    );
+    let clock =
+        lanyard_domain::ManualClock::at_unix(time::OffsetDateTime::now_utc().unix_timestamp());
     let server = TestServer::start_configured(Backend::Sqlite, std::sync::Arc::new(clock), extra)
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     let s = Scenario::on(server).await;
     let session = open_session(&s).await;
     let url = format!(
@@ -456,8 +490,16 @@ async fn throttling_answers_429_with_retry_after() {
     for _ in 0..60 {
         let (http, url) = (http.clone(), url.clone());
         handles.push(tokio::spawn(async move {
-            let r = http.get(url).header("Metadata", "true").send().await.unwrap();
-            (r.status().as_u16(), r.headers().get("retry-after").is_some())
+            let r = http
+                .get(url)
+                .header("Metadata", "true")
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.headers().get("retry-after").is_some(),
+            )
         }));
     }
     let mut ok = 0;
@@ -486,7 +528,12 @@ async fn the_sign_in_log_records_tokens_and_refusals() {
     let mut log = Value::Null;
     // Records are written in the background; give the writer a moment (bounded).
     for _ in 0..50 {
-        log = s.admin.arm(Method::GET, "/lanyard/signins", None).await.unwrap().body;
+        log = s
+            .admin
+            .arm(Method::GET, "/lanyard/signins", None)
+            .await
+            .unwrap()
+            .body;
         let entries = log["value"].as_array().cloned().unwrap_or_default();
         let imds_entries: Vec<&Value> = entries.iter().filter(|e| e["source"] == "imds").collect();
         if imds_entries.len() >= 2 {
