@@ -171,7 +171,11 @@ pub fn jwt_validate(data: &[u8]) {
                 t.replace_range(at..end, &splice);
             }
             if mode % 4 == 2 {
-                t.truncate(t.len().saturating_sub(usize::from(mode / 4)));
+                let mut len = t.len().saturating_sub(usize::from(mode / 4));
+                while !t.is_char_boundary(len) {
+                    len -= 1;
+                }
+                t.truncate(len);
             }
             t
         }

@@ -59,6 +59,12 @@ pub fn unauthenticated(
                 message,
             )
         }
+        AuthFailure::Invalid(ValidationError::WrongTenant(_) | ValidationError::WrongIssuer(_)) => {
+            let message = format!(
+                "The access token is from the wrong issuer or tenant. It must be issued for the tenant of this subscription; use the authority '{login}' to get the token."
+            );
+            ("InvalidAuthenticationTokenTenant", message.clone(), message)
+        }
         AuthFailure::Invalid(ValidationError::Revoked) => (
             "InvalidAuthenticationToken",
             "The access token has been revoked.".to_string(),

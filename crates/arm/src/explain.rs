@@ -10,6 +10,7 @@
 //! decide the answer; a refusal is logged like any other.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,9 @@ use crate::{auth, Arm};
 /// The path this module serves on the management host.
 pub const PATH: &str = "/lanyard/access/explain";
 
+/// axum's default limit for a buffered body, which the `Bytes` extractor applies.
+const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// What the caller must hold at the scope asked about.
 const READ: &str = "Microsoft.Authorization/roleAssignments/read";
 
@@ -44,7 +48,19 @@ struct Question {
     data_action: bool,
 }
 
-pub async fn handle(State(arm): State<Arm>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    State(arm): State<Arm>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // axum's own rejection (a body over its limit) is plain text; answer in ARM's envelope.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::from(ArmError::BodyTooLarge(DEFAULT_BODY_LIMIT)).into_response()
+        }
+        Err(e) => return ApiError::from(ArmError::InvalidRequestContent(e.body_text())).into_response(),
+    };
     match answer(&arm, &headers, body).await {
         Ok(v) => json(200, Some(&v)),
         Err(e) => e.into_response(),

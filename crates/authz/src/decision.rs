@@ -168,7 +168,8 @@ pub struct Denial {
     /// The requested scope.
     pub scope: String,
     /// Nearest first: right role at the wrong scope, then covering assignments whose role
-    /// excludes or lacks the action. At most [`Denial::MAX_MISSES`].
+    /// excludes or lacks the action. At most [`Denial::MAX_MISSES`] from
+    /// [`crate::AccessIndex::check`]; any number from `check_explaining`.
     pub misses: Vec<Miss>,
     /// Misses left out of `misses` to bound the size of a denial.
     pub more_misses: usize,
@@ -177,7 +178,8 @@ pub struct Denial {
 }
 
 impl Denial {
-    pub const MAX_MISSES: usize = 8;
+    /// How many misses [`crate::AccessIndex::check`] reports.
+    pub const MAX_MISSES: usize = 5;
 
     pub fn explain(&self) -> String {
         self.explain_as(None)

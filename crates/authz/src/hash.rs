@@ -167,6 +167,7 @@ pub(crate) fn finish_scope_hash(state: u64) -> u64 {
 }
 
 /// Number of segments of a scope key (0 for the root).
+#[cfg(test)]
 pub(crate) fn scope_depth(key: &str) -> usize {
     let mut depth = 0;
     for_each_scope_prefix(key, |d, _, _| {
@@ -238,7 +239,11 @@ mod tests {
                 let mut w = [0u8; 8];
                 w[..n].copy_from_slice(&b[at..at + n]);
                 assert_eq!(load(b, at, n), u64::from_le_bytes(w), "{at} {n}");
-                assert_eq!(load(&b[..at + n], at, n), u64::from_le_bytes(w), "{at} {n} short");
+                assert_eq!(
+                    load(&b[..at + n], at, n),
+                    u64::from_le_bytes(w),
+                    "{at} {n} short"
+                );
             }
         }
     }

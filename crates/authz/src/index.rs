@@ -4,13 +4,15 @@
 //! Layout (all ids are dense `u32` slots, freed slots are reused):
 //! - assignment slots: `(id, principal, role, scope)` plus each slot's position in its
 //!   principal's and its scope's lists, so removal is O(1) (swap-remove);
-//! - principals: object id → slot → direct groups and direct assignments, each held inline
-//!   as `(scope hash, scope depth, scope, role, slot)` so a check reads one short list;
+//! - principals: object id → slot → direct groups and direct assignments, held inline in
+//!   two parallel lists: a hot one scanned by every check (scope hash, scope depth, role:
+//!   16 bytes) and a cold one read only for candidates and explanations (assignment id,
+//!   scope, slot, and a fingerprint of the scope's subscription and group for ranking misses);
 //! - groups: group slot → member slots (the reverse of "direct groups");
 //! - scopes: interned by a case-insensitive hash computed segment by segment, so one pass
 //!   over a request's key yields the hash of every ancestor; each scope keeps its text and
 //!   the assignments made exactly there;
-//! - roles: GUID → compiled matchers ([`crate::role::CompiledRole`]).
+//! - roles: GUID → compiled matchers (each pattern list indexed by provider namespace).
 //!
 //! A check looks up the principal, hashes the prefixes of the request's scope once, then
 //! walks only that principal's (and its groups') assignments: one whose scope hash equals
@@ -26,8 +28,8 @@ use uuid::Uuid;
 
 use crate::decision::{AccessRequest, Decision, Denial, Grant, Miss, MissReason};
 use crate::hash::{
-    eq_ignore_case, finish_scope_hash, for_each_scope_prefix, scope_depth, scope_hash, scope_state,
-    FastMap, HashedMap,
+    eq_ignore_case, finish_scope_hash, for_each_scope_prefix, scope_hash, scope_state, FastMap,
+    HashedMap,
 };
 use crate::pattern::ActionPattern;
 use crate::role::{CompiledRole, RoleSlot, RoleVerdict};
@@ -53,22 +55,85 @@ struct Slot {
     at_scope: u32,
 }
 
-/// An assignment as its holder's list keeps it: enough to test it without another lookup.
+/// The part of an assignment its holder's list scans on every check (16 bytes).
 #[derive(Debug, Clone, Copy)]
-struct Held {
+struct HeldKey {
     /// Raw fold state of the scope key (see [`crate::hash::for_each_scope_prefix`]).
     scope_state: u64,
     /// Segment count of the scope, capped at `DEEP`.
     depth: u32,
-    scope: u32,
     role: u32,
+}
+
+/// The rest, read only for an assignment that may cover the request or explains a denial.
+#[derive(Debug, Clone, Copy)]
+struct HeldInfo {
+    /// Fingerprints of the scope's subscription-level and group-level prefixes (see
+    /// [`lineage`]), to rank near misses without reading the scope.
+    lineage: u64,
+    /// The assignment's id, so that explaining needs no other read.
+    id: Uuid,
+    scope: u32,
     slot: u32,
+}
+
+/// A holder's assignments as two parallel vectors (hot keys, cold info).
+#[derive(Debug, Default)]
+struct HeldList {
+    keys: Vec<HeldKey>,
+    info: Vec<HeldInfo>,
+}
+
+impl HeldList {
+    fn push(&mut self, key: HeldKey, info: HeldInfo) -> usize {
+        // Most principals hold one or two assignments: skip the default capacity of 4.
+        if self.keys.capacity() == 0 {
+            self.keys.reserve_exact(1);
+            self.info.reserve_exact(1);
+        }
+        self.keys.push(key);
+        self.info.push(info);
+        self.keys.len() - 1
+    }
+
+    /// Removes entry `at`; returns the slot of the entry moved into its place, if any.
+    fn swap_remove(&mut self, at: usize) -> Option<u32> {
+        if at >= self.keys.len() {
+            return None;
+        }
+        self.keys.swap_remove(at);
+        self.info.swap_remove(at);
+        self.info.get(at).map(|i| i.slot)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&HeldKey, &HeldInfo)> {
+        self.keys.iter().zip(&self.info)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.keys) + vec_bytes(&self.info)
+    }
+}
+
+/// Depths of the prefixes whose fingerprints [`HeldInfo::lineage`] keeps: `/subscriptions/{s}`
+/// and `/subscriptions/{s}/resourceGroups/{g}`.
+const LINEAGE_DEPTHS: [usize; 2] = [2, 4];
+
+/// Two 32-bit fingerprints of prefix states, at [`LINEAGE_DEPTHS`] (or the whole scope
+/// when it is shallower).
+fn lineage(state_at: impl Fn(usize) -> u64) -> u64 {
+    let fold = |x: u64| (x ^ (x >> 32)) & 0xffff_ffff;
+    (fold(state_at(LINEAGE_DEPTHS[0])) << 32) | fold(state_at(LINEAGE_DEPTHS[1]))
 }
 
 #[derive(Debug, Default)]
 struct PrincipalEntry {
     id: Uuid,
-    assignments: Vec<Held>,
+    assignments: HeldList,
     /// Groups this principal is a direct member of.
     member_of: Vec<u32>,
 }
@@ -79,8 +144,10 @@ struct ScopeEntry {
     text: Arc<str>,
     /// Table key: the finished hash of `state`.
     hash: u64,
-    /// Raw fold state of the key, as [`Held`] keeps it.
+    /// Raw fold state of the key, as [`HeldKey`] keeps it.
     state: u64,
+    /// As [`HeldInfo::lineage`].
+    lineage: u64,
     /// Segment count, capped at `DEEP`.
     depth: u32,
     /// Next scope with the same hash, or `NONE`.
@@ -146,11 +213,17 @@ impl ScopeTable {
         if let Some(id) = self.find(hash, scope.key()) {
             return id;
         }
-        let depth = scope_depth(scope.key()).min(DEEP);
+        let mut states = Vec::new();
+        for_each_scope_prefix(scope.key(), |_, _, st| {
+            states.push(st);
+            true
+        });
+        let depth = (states.len() - 1).min(DEEP);
         let entry = ScopeEntry {
             text: Arc::from(scope.as_str()),
             hash,
             state,
+            lineage: lineage(|d| states[d.min(states.len() - 1)]),
             depth: depth as u32,
             next: self.heads.get(&hash).copied().unwrap_or(NONE),
             assignments: Vec::new(),
@@ -311,9 +384,27 @@ impl<'k> Prefixes<'k> {
 
     /// Whether `held`'s scope may cover the request (hash test; confirm with [`Self::within`]).
     #[inline]
-    fn may_cover(&self, held: &Held) -> bool {
+    fn may_cover(&self, held: &HeldKey) -> bool {
         let d = held.depth as usize;
         d >= DEEP || (d < self.len && self.hashes[d] == held.scope_state)
+    }
+
+    /// 2 when `held` sits in the request's resource group (or below it), 1 in its
+    /// subscription, else 0. Fingerprints may collide: this only orders explanations.
+    #[inline]
+    fn closeness(&self, key: &HeldKey, info: &HeldInfo) -> u8 {
+        if self.len == 0 {
+            return 0;
+        }
+        let mine = lineage(|d| self.hashes[d.min(self.len - 1).min(DEEP - 1)]);
+        let deep_enough = |d: usize| key.depth as usize >= d && self.len > d;
+        if deep_enough(LINEAGE_DEPTHS[1]) && mine == info.lineage {
+            2
+        } else if deep_enough(LINEAGE_DEPTHS[0]) && mine >> 32 == info.lineage >> 32 {
+            1
+        } else {
+            0
+        }
     }
 
     /// Whether the request key is `scope` or below it (the text test).
@@ -341,9 +432,14 @@ pub struct AssignmentRef<'a> {
 /// lengths of its strings; allocator overhead is not included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryUsage {
+    /// Assignment slots and the assignment-id table.
     pub assignments: usize,
+    /// Principal slots and table, each principal's held-assignment lists (48 bytes per
+    /// assignment), group memberships.
     pub principals: usize,
+    /// Scope slots, texts, hash table and per-scope assignment lists.
     pub scopes: usize,
+    /// Compiled role definitions.
     pub roles: usize,
     pub total: usize,
 }
@@ -608,26 +704,23 @@ impl AccessIndex {
                 slot_no(self.slots.len() - 1)
             }
         };
-        let (scope_state, depth) = self
+        let (scope_state, lineage, depth) = self
             .scopes
             .entry(sc)
-            .map_or((0, DEEP as u32), |e| (e.state, e.depth));
-        let held = Held {
+            .map_or((0, 0, DEEP as u32), |e| (e.state, e.lineage, e.depth));
+        let key = HeldKey {
             scope_state,
             depth,
-            scope: sc,
             role: r,
+        };
+        let info = HeldInfo {
+            lineage,
+            id: assignment.id,
+            scope: sc,
             slot: s,
         };
         let at_principal = match self.principal_mut(p) {
-            Some(e) => {
-                // Most principals hold one or two assignments: skip the default capacity of 4.
-                if e.assignments.capacity() == 0 {
-                    e.assignments.reserve_exact(1);
-                }
-                e.assignments.push(held);
-                slot_no(e.assignments.len() - 1)
-            }
+            Some(e) => slot_no(e.assignments.push(key, info)),
             None => NONE,
         };
         let at_scope = match self.scopes.entry_mut(sc) {
@@ -665,10 +758,8 @@ impl AccessIndex {
             .get_mut(slot.principal as usize)
             .and_then(Option::as_mut)
         {
-            let at = slot.at_principal as usize;
-            e.assignments.swap_remove(at);
-            if let Some(moved) = e.assignments.get(at) {
-                self.slots[moved.slot as usize].at_principal = slot.at_principal;
+            if let Some(moved) = e.assignments.swap_remove(slot.at_principal as usize) {
+                self.slots[moved as usize].at_principal = slot.at_principal;
             }
         }
         if let Some(e) = self.scopes.entry_mut(slot.scope) {
@@ -713,7 +804,7 @@ impl AccessIndex {
         self.principal_ids
             .get(&principal)
             .and_then(|&p| self.principal(p))
-            .map_or(&[][..], |e| &e.assignments[..])
+            .map_or(&[][..], |e| &e.assignments.info[..])
             .iter()
             .filter_map(|h| self.assignment_ref(h.slot))
     }
@@ -746,34 +837,55 @@ impl AccessIndex {
     // ---- checks ----
 
     /// Whether the request is allowed, without building an explanation. Allocates nothing
-    /// unless the principal is in more than 15 groups or the scope has more than 16
-    /// assigned ancestors.
+    /// unless the principal is in more than 15 groups.
     pub fn allows(&self, request: &AccessRequest<'_>) -> bool {
-        self.find_grant(request).is_some()
+        let Some((p, entry)) = self.holder_entry(request.principal) else {
+            return false;
+        };
+        let prefixes = Prefixes::of(request.scope.key(), self.scopes.max_depth());
+        self.find_grant(p, entry, &prefixes, request).is_some()
     }
 
     /// The decision with its reasons: the assignment that allowed the request, or the
     /// nearest misses.
     pub fn check(&self, request: &AccessRequest<'_>) -> Decision {
-        match self.find_grant(request) {
-            Some((s, pattern)) => match self.grant(request, s, pattern) {
-                Some(g) => Decision::Allow(g),
-                None => Decision::Deny(self.denial(request)),
-            },
-            None => Decision::Deny(self.denial(request)),
+        self.check_explaining(request, Denial::MAX_MISSES)
+    }
+
+    /// [`Self::check`], reporting up to `max_misses` nearest misses when denied (for a CLI
+    /// that shows more than an HTTP error message should).
+    pub fn check_explaining(&self, request: &AccessRequest<'_>, max_misses: usize) -> Decision {
+        let Some((p, entry)) = self.holder_entry(request.principal) else {
+            return Decision::Deny(self.denial(request, None, &[], max_misses));
+        };
+        let prefixes = Prefixes::of(request.scope.key(), self.scopes.max_depth());
+        if let Some((holder, role, info, pattern)) = self.find_grant(p, entry, &prefixes, request) {
+            if let Some(g) = self.grant(request, holder, role, info, pattern) {
+                return Decision::Allow(g);
+            }
         }
+        let holders = self.group_closure(p);
+        Decision::Deny(self.denial(request, Some(&prefixes), &holders, max_misses))
+    }
+
+    /// The principal's entry, when it holds assignments or belongs to groups.
+    #[inline]
+    fn holder_entry(&self, principal: Uuid) -> Option<(u32, &PrincipalEntry)> {
+        let &p = self.principal_ids.get(&principal)?;
+        let entry = self.principal(p)?;
+        (!entry.assignments.is_empty() || !entry.member_of.is_empty()).then_some((p, entry))
     }
 
     #[inline]
-    fn find_grant(&self, req: &AccessRequest<'_>) -> Option<(u32, &ActionPattern)> {
-        let &p = self.principal_ids.get(&req.principal)?;
-        let entry = self.principal(p)?;
-        if entry.assignments.is_empty() && entry.member_of.is_empty() {
-            return None;
-        }
-        let prefixes = Prefixes::of(req.scope.key(), self.scopes.max_depth());
-        if let Some(hit) = self.grant_among(&entry.assignments, &prefixes, req) {
-            return Some(hit);
+    fn find_grant<'s>(
+        &'s self,
+        p: u32,
+        entry: &'s PrincipalEntry,
+        prefixes: &Prefixes<'_>,
+        req: &AccessRequest<'_>,
+    ) -> Option<(&'s PrincipalEntry, u32, &'s HeldInfo, &'s ActionPattern)> {
+        if let Some((role, info, pattern)) = self.grant_among(&entry.assignments, prefixes, req) {
+            return Some((entry, role, info, pattern));
         }
         if entry.member_of.is_empty() {
             return None;
@@ -789,8 +901,9 @@ impl AccessIndex {
             let Some(group) = self.principal(g) else {
                 continue;
             };
-            if let Some(hit) = self.grant_among(&group.assignments, &prefixes, req) {
-                return Some(hit);
+            if let Some((role, info, pattern)) = self.grant_among(&group.assignments, prefixes, req)
+            {
+                return Some((group, role, info, pattern));
             }
             for &up in &group.member_of {
                 seen.push_unique(up);
@@ -799,121 +912,147 @@ impl AccessIndex {
         None
     }
 
+    /// The first assignment in `held` that allows the request: its role slot, its info and
+    /// the pattern that matched.
     #[inline]
-    fn grant_among(
-        &self,
-        held: &[Held],
+    fn grant_among<'s>(
+        &'s self,
+        held: &'s HeldList,
         prefixes: &Prefixes<'_>,
         req: &AccessRequest<'_>,
-    ) -> Option<(u32, &ActionPattern)> {
-        held.iter().find_map(|h| {
-            if !prefixes.may_cover(h) {
+    ) -> Option<(u32, &'s HeldInfo, &'s ActionPattern)> {
+        held.keys.iter().enumerate().find_map(|(i, k)| {
+            if !prefixes.may_cover(k) {
                 return None;
             }
-            let role = self.role_slot(h.role)?.role.as_ref()?;
+            let role = self.role_slot(k.role)?.role.as_ref()?;
             let pattern = role.grants(req.action, req.kind)?;
+            let info = held.info.get(i)?;
             // INVARIANT: a grant needs the text test; the hash alone never decides.
-            let scope = self.scopes.entry(h.scope)?;
-            prefixes.within(&scope.text).then_some((h.slot, pattern))
+            let scope = self.scopes.entry(info.scope)?;
+            prefixes
+                .within(&scope.text)
+                .then_some((k.role, info, pattern))
         })
     }
 
-    fn grant(&self, req: &AccessRequest<'_>, s: u32, pattern: &ActionPattern) -> Option<Grant> {
-        let slot = self.slots.get(s as usize)?;
-        let role = self.role_slot(slot.role)?;
+    fn grant(
+        &self,
+        req: &AccessRequest<'_>,
+        holder: &PrincipalEntry,
+        role: u32,
+        held: &HeldInfo,
+        pattern: &ActionPattern,
+    ) -> Option<Grant> {
+        let role = self.role_slot(role)?;
         Some(Grant {
             principal_id: req.principal,
             action: req.action.to_string(),
             kind: req.kind,
             scope: req.scope.as_str().to_string(),
-            assignment_id: slot.id,
-            assignee_id: self.principal(slot.principal)?.id,
+            assignment_id: held.id,
+            assignee_id: holder.id,
             role_id: role.id,
             role_name: Arc::clone(&role.role.as_ref()?.name),
-            assignment_scope: Arc::clone(&self.scopes.entry(slot.scope)?.text),
+            assignment_scope: Arc::clone(&self.scopes.entry(held.scope)?.text),
             granted_by: Arc::clone(pattern.text()),
         })
     }
 
-    fn denial(&self, req: &AccessRequest<'_>) -> Denial {
-        let prefixes = Prefixes::of(req.scope.key(), self.scopes.max_depth());
-        let holders = match self.principal_ids.get(&req.principal) {
-            Some(&p) => self.group_closure(p),
-            None => Vec::new(),
-        };
-        let key = req.scope.key().as_bytes();
-        // (rank, closeness, slot, reason): lower rank first, then closer scopes first.
-        let mut candidates: Vec<(u8, usize, u32, MissReason)> = Vec::new();
+    /// The nearest misses among the assignments of `holders` (the principal, then its
+    /// groups). Reads scope entries only for assignments that may cover the request and for
+    /// the misses it reports.
+    fn denial(
+        &self,
+        req: &AccessRequest<'_>,
+        prefixes: Option<&Prefixes<'_>>,
+        holders: &[u32],
+        max_misses: usize,
+    ) -> Denial {
+        struct Candidate<'h> {
+            rank: u8,
+            closeness: u8,
+            key: &'h HeldKey,
+            held: &'h HeldInfo,
+            holder: Uuid,
+            reason: MissReason,
+        }
+        let mut candidates: Vec<Candidate> = Vec::new();
         let mut considered = 0;
-        for &h in &holders {
-            let Some(holder) = self.principal(h) else {
-                continue;
-            };
-            for h in &holder.assignments {
-                considered += 1;
-                let s = h.slot;
-                let Some(scope) = self.scopes.entry(h.scope) else {
+        // Whether each role grants the action, computed once per role: a group may hold
+        // many assignments of the same few roles.
+        let mut grants_memo: Vec<Option<Option<&ActionPattern>>> = Vec::new();
+        if let Some(prefixes) = prefixes {
+            grants_memo.resize(self.roles.len(), None);
+            for &holder in holders {
+                let Some(holder) = self.principal(holder) else {
                     continue;
                 };
-                let role = self.role_slot(h.role).and_then(|r| r.role.as_ref());
-                let closeness = common_prefix_ignore_case(key, scope.text.as_bytes());
-                let miss = if prefixes.may_cover(h) && prefixes.within(&scope.text) {
-                    match role.map(|r| r.verdict(req.action, req.kind)) {
-                        None => Some((4, MissReason::RoleNotFound)),
-                        Some(RoleVerdict::Excluded {
-                            granted_by,
-                            excluded_by,
-                        }) => Some((
-                            1,
-                            MissReason::Excluded {
-                                granted_by: Arc::clone(granted_by.text()),
-                                excluded_by: Arc::clone(excluded_by.text()),
-                            },
-                        )),
-                        Some(RoleVerdict::NotGranted {
-                            other_kind: Some(p),
-                        }) => Some((
-                            2,
-                            MissReason::OtherKind {
-                                pattern: Arc::clone(p.text()),
-                            },
-                        )),
-                        Some(RoleVerdict::NotGranted { other_kind: None }) => {
-                            Some((3, MissReason::NotGranted))
-                        }
-                        // Unreachable after a failed search; say nothing rather than lie.
-                        Some(RoleVerdict::Granted) => None,
+                for (h, info) in holder.assignments.iter() {
+                    considered += 1;
+                    let role = self.role_slot(h.role).and_then(|r| r.role.as_ref());
+                    let covers = prefixes.may_cover(h)
+                        && self
+                            .scopes
+                            .entry(info.scope)
+                            .is_some_and(|e| prefixes.within(&e.text));
+                    let miss = if covers {
+                        covering_miss(role, req)
+                    } else {
+                        let grants = match grants_memo.get(h.role as usize).copied().flatten() {
+                            Some(known) => known,
+                            None => {
+                                let found = role.and_then(|r| r.grants(req.action, req.kind));
+                                if let Some(memo) = grants_memo.get_mut(h.role as usize) {
+                                    *memo = Some(found);
+                                }
+                                found
+                            }
+                        };
+                        grants.map(|p| {
+                            (
+                                0,
+                                MissReason::OutOfScope {
+                                    granted_by: Arc::clone(p.text()),
+                                },
+                            )
+                        })
+                    };
+                    if let Some((rank, reason)) = miss {
+                        candidates.push(Candidate {
+                            rank,
+                            closeness: prefixes.closeness(h, info),
+                            key: h,
+                            held: info,
+                            holder: holder.id,
+                            reason,
+                        });
                     }
-                } else {
-                    role.and_then(|r| r.grants(req.action, req.kind)).map(|p| {
-                        (
-                            0,
-                            MissReason::OutOfScope {
-                                granted_by: Arc::clone(p.text()),
-                            },
-                        )
-                    })
-                };
-                if let Some((rank, reason)) = miss {
-                    candidates.push((rank, closeness, s, reason));
                 }
             }
         }
-        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-        let more_misses = candidates.len().saturating_sub(Denial::MAX_MISSES);
+        // Lower rank first; then the same resource group, the same subscription; then
+        // deeper scopes; then insertion order.
+        candidates.sort_by(|a, b| {
+            a.rank
+                .cmp(&b.rank)
+                .then(b.closeness.cmp(&a.closeness))
+                .then(b.key.depth.cmp(&a.key.depth))
+                .then(a.held.slot.cmp(&b.held.slot))
+        });
+        let more_misses = candidates.len().saturating_sub(max_misses);
         let misses = candidates
             .into_iter()
-            .take(Denial::MAX_MISSES)
-            .filter_map(|(_, _, s, reason)| {
-                let slot = self.slots.get(s as usize)?;
-                let role = self.role_slot(slot.role)?;
+            .take(max_misses)
+            .filter_map(|c| {
+                let role = self.role_slot(c.key.role)?;
                 Some(Miss {
-                    assignment_id: slot.id,
-                    assignee_id: self.principal(slot.principal)?.id,
+                    assignment_id: c.held.id,
+                    assignee_id: c.holder,
                     role_id: role.id,
                     role_name: role.role.as_ref().map(|r| Arc::clone(&r.name)),
-                    assignment_scope: Arc::clone(&self.scopes.entry(slot.scope)?.text),
-                    reason,
+                    assignment_scope: Arc::clone(&self.scopes.entry(c.held.scope)?.text),
+                    reason: c.reason,
                 })
             })
             .collect();
@@ -943,7 +1082,7 @@ impl AccessIndex {
                 .principals
                 .iter()
                 .flatten()
-                .map(|e| vec_bytes(&e.assignments) + vec_bytes(&e.member_of))
+                .map(|e| e.assignments.heap_bytes() + vec_bytes(&e.member_of))
                 .sum::<usize>()
             + self.group_members.values().map(vec_bytes).sum::<usize>();
         let scopes = vec_bytes(&self.scopes.entries)
@@ -995,9 +1134,30 @@ fn table_bytes<K, V>(capacity: usize) -> usize {
     buckets * (size_of::<(K, V)>() + 1) + 16
 }
 
-fn common_prefix_ignore_case(a: &[u8], b: &[u8]) -> usize {
-    a.iter()
-        .zip(b)
-        .take_while(|(x, y)| x.eq_ignore_ascii_case(y))
-        .count()
+/// Why an assignment covering the request did not allow it (rank, reason).
+fn covering_miss(role: Option<&CompiledRole>, req: &AccessRequest<'_>) -> Option<(u8, MissReason)> {
+    match role.map(|r| r.verdict(req.action, req.kind)) {
+        None => Some((4, MissReason::RoleNotFound)),
+        Some(RoleVerdict::Excluded {
+            granted_by,
+            excluded_by,
+        }) => Some((
+            1,
+            MissReason::Excluded {
+                granted_by: Arc::clone(granted_by.text()),
+                excluded_by: Arc::clone(excluded_by.text()),
+            },
+        )),
+        Some(RoleVerdict::NotGranted {
+            other_kind: Some(p),
+        }) => Some((
+            2,
+            MissReason::OtherKind {
+                pattern: Arc::clone(p.text()),
+            },
+        )),
+        Some(RoleVerdict::NotGranted { other_kind: None }) => Some((3, MissReason::NotGranted)),
+        // Unreachable after a failed search; say nothing rather than lie.
+        Some(RoleVerdict::Granted) => None,
+    }
 }

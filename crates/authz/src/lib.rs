@@ -3,16 +3,37 @@
 //!
 //! Modules:
 //! - [`pattern`]: action patterns (`*`, `*/read`, `Microsoft.Compute/*`), compiled once,
-//!   matched ASCII-case-insensitively; `*` matches any run of characters, `/` included.
+//!   matched ASCII-case-insensitively; `*` matches any run of characters, `/` included, and
+//!   `/*/` also matches a single `/` (so `userAssignedIdentities/*/assign/action` grants
+//!   `userAssignedIdentities/assign/action`, as on Azure).
 //! - [`index`]: [`AccessIndex`], the role assignments, role definitions and group
 //!   memberships, indexed by principal and by scope and updated incrementally. A check
 //!   costs O(scope depth + assignments of the principal and its groups).
 //! - [`decision`]: [`AccessRequest`] and the explained [`Decision`] (the [`Grant`] that
-//!   allowed it, or the [`Denial`] with its nearest misses).
+//!   allowed it, or the [`Denial`] with its nearest [`Miss`]es).
 //! - [`assignable`]: [`check_assignable`], refusing assignments outside a role's
-//!   `assignableScopes`.
-//! - [`policy`]: Key Vault access policies, a second and separate evaluator.
-//! - [`reference`]: a naive evaluator written for clarity, the oracle for tests.
+//!   `assignableScopes` with a [`NotAssignable`] that says where the role may go.
+//! - [`policy`]: Key Vault access policies ([`AccessPolicy`]), a second and separate
+//!   evaluator ([`check_secret_permission`], [`check_access_policy`]).
+//! - [`reference`](mod@reference): a naive evaluator written for clarity, the oracle for tests.
+//!
+//! [`AccessIndex`] in short (all updates are incremental; nothing is rebuilt):
+//! - roles: `upsert_role(&RoleDefinition)`, `remove_role(Uuid) -> bool`, `has_role`;
+//!   assignments may name a role that is not (yet, or any more) defined: they grant nothing.
+//! - assignments: `add_assignment(&RoleAssignment)` (replaces one with the same id),
+//!   `remove_assignment(Uuid) -> bool`, `remove_assignments_of_principal(Uuid) -> usize`,
+//!   `len`, and lookups `assignments_for(principal)`, `assignments_at(scope)`,
+//!   `assignments_covering(scope)` (ARM's `atScope()`), each an iterator of
+//!   [`AssignmentRef`].
+//! - groups: `set_group_members(group, &[members])` replaces a group's direct members
+//!   (members may be groups; membership is transitive), `group_members`, `groups_of`.
+//! - checks: `check(&AccessRequest) -> Decision` (at most [`Denial::MAX_MISSES`] misses),
+//!   `check_explaining(&AccessRequest, max_misses)` for a CLI, and `allows(&AccessRequest)
+//!   -> bool` when no explanation is wanted (it allocates nothing).
+//! - `memory_usage() -> MemoryUsage`: heap bytes computed from capacities.
+//!
+//! Explanations name the principal by object id, or by a name the caller passes to
+//! [`Decision::explain_as`]: the engine does not know display names.
 //!
 //! Semantics: a principal may perform an action at a scope when some role assignment to
 //! it, or to a group it belongs to (transitively), sits at that scope or above it (`/`,
@@ -71,7 +92,7 @@ pub use pattern::ActionPattern;
 pub use policy::{
     check_access_policy, check_secret_permission, AccessPolicy, PolicyCaller, PolicyCollection,
     PolicyDecision, PolicyDenial, PolicyGrant, PolicyMiss, PolicyMissReason, PolicyPermissions,
-    SecretPermission,
+    SecretPermission, UnknownSecretPermission,
 };
 
 #[cfg(test)]

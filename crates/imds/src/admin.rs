@@ -71,9 +71,18 @@ fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, ApiError> {
 async fn open(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
+    // axum's own rejection (a body over its limit) is plain text; answer in ARM's envelope.
+    let body = body.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "RequestEntityTooLarge"
+        } else {
+            "InvalidRequestContent"
+        };
+        ApiError::arm(e.status(), code, format!("The request content is not valid: {}.", e.body_text()))
+    })?;
     let request: OpenRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::arm(
             StatusCode::BAD_REQUEST,
@@ -214,6 +223,16 @@ async fn renew(
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
     let session = owned_session(&state, &caller, &id)?;
+    // An expired session stays ended even before the reaper (every 5 s) removes it: renewing
+    // it would bring an identity header back to life after its deadline.
+    if !session.is_active(state.service.app.clock.unix()) {
+        state.service.end_session(session.id);
+        return Err(ApiError::arm(
+            StatusCode::NOT_FOUND,
+            "SessionNotFound",
+            format!("There is no open session `{id}`."),
+        ));
+    }
     state.service.renew(&session);
     Ok(Json(describe(&session, None)).into_response())
 }

@@ -79,8 +79,14 @@ impl Graph {
             if bytes.is_empty() {
                 return Ok(json!({}));
             }
-            serde_json::from_slice(bytes)
-                .map_err(|e| err::bad_request(format!("The request body is not valid JSON: {e}")))
+            let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+                err::bad_request(format!("The request body is not valid JSON: {e}"))
+            })?;
+            // serde reads a struct from an array too (`[]` as `{}`); Graph takes objects only.
+            if !value.is_object() {
+                return Err(err::bad_request("The request body must be a JSON object."));
+            }
+            Ok(value)
         };
         let filter = || -> Result<Option<Filter>, ApiError> {
             match query_param(req.query, "$filter") {

@@ -136,3 +136,31 @@ fn principal_names_are_the_callers_choice() {
     );
     assert!(d.explain().contains(&app.to_string()));
 }
+
+#[test]
+fn check_explaining_reports_as_many_misses_as_asked() {
+    let mut pair = Pair::with_builtins();
+    let app = Uuid::from_u128(1);
+    let role = builtin_id("Key Vault Secrets User");
+    for i in 0..12u128 {
+        let scope = rid(&format!(
+            "/subscriptions/s/resourceGroups/rg{i}/providers/Microsoft.KeyVault/vaults/kv"
+        ));
+        pair.add(&assignment(Uuid::from_u128(1000 + i), app, role, &scope));
+    }
+    let vault = rid(VAULT);
+    let req = AccessRequest::data(app, GET, &vault);
+    let Decision::Deny(all) = pair.index.check_explaining(&req, usize::MAX) else {
+        panic!("allowed");
+    };
+    assert_eq!((all.misses.len(), all.more_misses), (12, 0));
+    let Decision::Deny(few) = pair.index.check(&req) else {
+        panic!("allowed");
+    };
+    assert_eq!(few.misses.len(), Denial::MAX_MISSES);
+    assert_eq!(few.more_misses, 12 - Denial::MAX_MISSES);
+    // The nearest (same resource group `rg1`) comes first.
+    assert!(few.misses[0]
+        .assignment_scope
+        .contains("/resourceGroups/rg1/"));
+}

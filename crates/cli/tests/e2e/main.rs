@@ -12,3 +12,4 @@ mod foundation;
 mod identity;
 mod keyvault;
 mod login;
+mod reliability;

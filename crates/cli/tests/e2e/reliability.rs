@@ -1,0 +1,28 @@
+//! Reliability: what must hold when things go wrong, or when someone makes them go wrong.
+//! Each module states its property, prints its seed (rerun with `LANYARD_RELIABILITY_SEED`)
+//! and counts what it checked. `docs/RELIABILITY.md` lists them with the figures of the
+//! last run.
+//!
+//! Layout:
+//! - `kit`: seeded randomness, HTTP calls and tokens, forging tokens with the real signing
+//!   key, and `lanyard serve` as a child process (SIGKILL, logs in a file).
+//! - `crash`: SIGKILL of the real binary during a mixed write load, on both backends: every
+//!   acknowledged write survives and nothing half-written is visible.
+//! - `keys`: tokens survive restarts and key rotations; rotation under load fails nothing.
+//! - `garbage`: malformed bodies at every write endpoint: a 4xx in the plane's shape, never 500.
+//! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
+//! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
+//! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
+//! - `secrets`: secret values and key material never reach the database, the blob
+//!   directory's metadata or the logs; key files are 0600.
+//! - `soak`: `scripts/soak`'s driver (ignored in the default run).
+
+mod crash;
+mod garbage;
+mod identity_attacks;
+mod keys;
+mod kit;
+mod matrix;
+mod secrets;
+mod soak;
+mod token_attacks;
