@@ -60,9 +60,18 @@ pub fn read_request(name: &str, body: &Value) -> Result<Request, ArmError> {
             ),
         })?),
     };
-    let condition = text("condition");
-    let condition_version =
-        text("conditionVersion").or_else(|| condition.as_ref().map(|_| "2.0".to_string()));
+    let condition = text("condition").filter(|c| !c.trim().is_empty());
+    if condition.is_some() {
+        // The engine does not evaluate conditions (ABAC); accepting one would grant the
+        // role unconditionally, more than the assignment says. Refuse rather than fail open.
+        return Err(ArmError::InvalidField {
+            field: "condition",
+            reason: "role assignment conditions are not supported: the assignment would \
+                     apply without its condition"
+                .into(),
+        });
+    }
+    let condition_version = text("conditionVersion").filter(|_| condition.is_some());
     Ok(Request {
         id,
         role,
@@ -221,11 +230,22 @@ mod tests {
         ));
         let r = read_request(
             &id,
-            &json!({"properties": {"roleDefinitionId": "acdd72a7-3385-48ef-bd42-f606fba81ae7", "principalId": id, "principalType": "serviceprincipal", "condition": "x"}}),
+            &json!({"properties": {"roleDefinitionId": "acdd72a7-3385-48ef-bd42-f606fba81ae7", "principalId": id, "principalType": "serviceprincipal"}}),
         )
         .unwrap();
         assert_eq!(r.principal_type, Some(PrincipalType::ServicePrincipal));
-        assert_eq!(r.condition_version.as_deref(), Some("2.0"));
+        assert_eq!(r.condition, None);
+        // A condition would be ignored by the engine, so it is refused, not accepted.
+        assert!(matches!(
+            read_request(
+                &id,
+                &json!({"properties": {"roleDefinitionId": "acdd72a7-3385-48ef-bd42-f606fba81ae7", "principalId": id, "condition": "@Resource[x] == 'y'"}}),
+            ),
+            Err(ArmError::InvalidField {
+                field: "condition",
+                ..
+            })
+        ));
     }
 
     #[test]
