@@ -433,7 +433,7 @@ mod tests {
             .fetch_all(&store.writer)
             .await
             .unwrap();
-        assert_eq!(versions, vec![1]);
+        assert_eq!(versions, vec![1, 2]);
     }
 
     #[tokio::test]
