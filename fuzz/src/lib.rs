@@ -27,7 +27,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use lanyard_domain::{ChangeMode, IdentityChange, IdentityState, ResourceId};
 use lanyard_storage::{Change, ResourceRecord};
 use lanyard_token::{
-    AccessTokenClaims, Kek, KeyRing, NoRevocation, RotationPolicy, ValidationConfig, Validator,
+    AccessTokenClaims, JwkSet, KeySet, NoRevocation, SigningKey, ValidationConfig, Validator,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -67,7 +67,10 @@ pub fn resource_id(data: &[u8]) {
             assert!(count < 10_000, "ancestors of {id} do not end");
         }
         if let Some(parent) = id.parent() {
-            assert!(!parent.is_within(&id) || parent == id, "{parent} within {id}");
+            assert!(
+                !parent.is_within(&id) || parent == id,
+                "{parent} within {id}"
+            );
             assert_ne!(parent.key(), id.key());
         }
         let _ = id.resource_type();
@@ -84,7 +87,7 @@ pub fn resource_id(data: &[u8]) {
 // Token validation
 
 struct TokenFixture {
-    ring: KeyRing,
+    keys: KeySet,
     validator: Validator,
     token: String,
     now: i64,
@@ -93,14 +96,18 @@ struct TokenFixture {
 const TENANT: Uuid = Uuid::from_u128(0x7e0a_0000_0000_4000_8000_0000_0000_0001);
 const AUDIENCE: &str = "https://management.azure.com/";
 
+/// An RSA-2048 key made for these targets only (generating one per process is too slow
+/// under the sanitizer for libFuzzer's per-input timeout).
+const FUZZ_ONLY_KEY: &[u8] = include_bytes!("../keys/fuzz-only-rsa2048.pk8");
+
 fn token_fixture() -> &'static TokenFixture {
     static FIXTURE: OnceLock<TokenFixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let now = 1_700_000_000;
-        let clock = lanyard_domain::ManualClock::at_unix(now);
-        let kek = Kek::generate();
-        let mut ring = KeyRing::new(RotationPolicy::default());
-        ring.tick(&clock, &kek).expect("first key");
+        let key = SigningKey::from_pkcs8(FUZZ_ONLY_KEY, now).expect("the fuzz key");
+        let keys = KeySet::from_jwks(&JwkSet {
+            keys: vec![key.jwk().clone()],
+        });
         let issuers = lanyard_token::IssuerConfig::default();
         let claims = AccessTokenClaims {
             aud: AUDIENCE.into(),
@@ -125,21 +132,22 @@ fn token_fixture() -> &'static TokenFixture {
             xms_mirid: None,
             xms_tcdt: None,
         };
-        let token = lanyard_token::mint(&ring, &claims)
-            .expect("mint")
-            .access_token;
+        let token = lanyard_token::mint::sign_jwt(&key, &claims).expect("sign");
         // No cache: every input is validated in full.
         let validator = Validator::with_cache_capacity(
             ValidationConfig::new(&issuers, [TENANT], [AUDIENCE]),
             0,
         );
         let fx = TokenFixture {
-            ring,
+            keys,
             validator,
             token,
             now,
         };
-        assert!(validate(&fx, &fx.token).is_ok(), "the fixture token validates");
+        assert!(
+            validate(&fx, &fx.token).is_ok(),
+            "the fixture token validates"
+        );
         fx
     })
 }
@@ -148,7 +156,8 @@ fn validate(
     fx: &TokenFixture,
     token: &str,
 ) -> Result<std::sync::Arc<lanyard_token::ValidatedToken>, lanyard_token::ValidationError> {
-    fx.validator.validate(token, &fx.ring, &NoRevocation, fx.now)
+    fx.validator
+        .validate(token, &fx.keys, &NoRevocation, fx.now)
 }
 
 /// Input byte 0 chooses: raw input as a token, or the valid token with a splice of the
@@ -195,10 +204,12 @@ pub fn jwt_validate(data: &[u8]) {
         );
     }
     let _ = lanyard_token::peek_unverified_issuer(&candidate);
-    if let Ok(set) = lanyard_token::JwkSet::parse(&text(rest)) {
-        let keys = lanyard_token::KeySet::from_jwks(&set);
+    if let Ok(set) = JwkSet::parse(&text(rest)) {
+        let keys = KeySet::from_jwks(&set);
         // A key set from arbitrary JSON is only ever a lookup table.
-        let _ = fx.validator.validate(&fx.token, &keys, &NoRevocation, fx.now);
+        let _ = fx
+            .validator
+            .validate(&fx.token, &keys, &NoRevocation, fx.now);
     }
 }
 
@@ -231,9 +242,14 @@ pub fn token_form(data: &[u8]) {
         let _ = parse_form(Some("application/x-www-form-urlencoded"), p[2]);
         return;
     };
-    for v in [&form.client_id, &form.client_secret, &form.scope, &form.resource]
-        .into_iter()
-        .flatten()
+    for v in [
+        &form.client_id,
+        &form.client_secret,
+        &form.scope,
+        &form.resource,
+    ]
+    .into_iter()
+    .flatten()
     {
         assert!(!v.is_empty(), "empty values count as absent");
     }
@@ -375,7 +391,13 @@ pub fn arm_bodies(data: &[u8]) {
     let _ = with_ctx(|ctx| plan::groups::patch(ctx, &group, &body));
     let sub = ResourceId::subscription(SUB);
     let _ = with_ctx(|ctx| {
-        plan::roles::put(ctx, &sub, "5b8f0000-0000-4000-8000-000000000002", &body, &[])
+        plan::roles::put(
+            ctx,
+            &sub,
+            "5b8f0000-0000-4000-8000-000000000002",
+            &body,
+            &[],
+        )
     });
     let vault_ctx = lanyard_keyvault::vault::VaultContext {
         tenant_id: Uuid::from_u128(0xAAAA),
@@ -402,7 +424,13 @@ pub fn keyvault_requests(data: &[u8]) {
     let p = parts(data, 3);
     let path = text(p[0]);
     let query = text(p[1]);
-    for method in [Method::GET, Method::PUT, Method::PATCH, Method::POST, Method::DELETE] {
+    for method in [
+        Method::GET,
+        Method::PUT,
+        Method::PATCH,
+        Method::POST,
+        Method::DELETE,
+    ] {
         if let Ok(op) = route::parse(&method, &path) {
             if let Some(name) = op.secret() {
                 assert!(lanyard_keyvault::names::SecretName::parse(name.as_str()).is_some());
@@ -506,8 +534,27 @@ mod replay {
     }
 
     const INTERESTING: &[&[u8]] = &[
-        b"\0", b"/", b"%", b"%2F", b"..", b"\"", b"{", b"}", b"[", b"]", b"null", b"true",
-        b"-1", b"1e999", b"\xff", b"\xc3\x28", b"=", b"&", b"providers", b"'", b"\r\n",
+        b"\0",
+        b"/",
+        b"%",
+        b"%2F",
+        b"..",
+        b"\"",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"null",
+        b"true",
+        b"-1",
+        b"1e999",
+        b"\xff",
+        b"\xc3\x28",
+        b"=",
+        b"&",
+        b"providers",
+        b"'",
+        b"\r\n",
     ];
 
     fn mutate(rng: &mut Rng, input: &[u8], seeds: &[Vec<u8>]) -> Vec<u8> {
@@ -545,7 +592,9 @@ mod replay {
     }
 
     fn seeds(target: &str) -> Vec<Vec<u8>> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("seeds")
+            .join(target);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("seeds of `{target}` in {}: {e}", dir.display()))
             .map(|e| e.expect("seed entry").path())

@@ -151,6 +151,13 @@ mod tests {
             0,
         );
         assert_eq!(e.code, "InvalidAuthenticationTokenAudience");
+        for wrong in [
+            ValidationError::WrongTenant("t".into()),
+            ValidationError::WrongIssuer("i".into()),
+        ] {
+            let e = unauthenticated(&AuthFailure::Invalid(wrong), "x", &[], 0);
+            assert_eq!(e.code, "InvalidAuthenticationTokenTenant");
+        }
         let e = unauthenticated(
             &AuthFailure::Invalid(ValidationError::BadSignature),
             "x",

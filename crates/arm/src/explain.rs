@@ -59,7 +59,9 @@ pub async fn handle(
         Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
             return ApiError::from(ArmError::BodyTooLarge(DEFAULT_BODY_LIMIT)).into_response()
         }
-        Err(e) => return ApiError::from(ArmError::InvalidRequestContent(e.body_text())).into_response(),
+        Err(e) => {
+            return ApiError::from(ArmError::InvalidRequestContent(e.body_text())).into_response()
+        }
     };
     match answer(&arm, &headers, body).await {
         Ok(v) => json(200, Some(&v)),

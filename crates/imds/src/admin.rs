@@ -81,7 +81,11 @@ async fn open(
         } else {
             "InvalidRequestContent"
         };
-        ApiError::arm(e.status(), code, format!("The request content is not valid: {}.", e.body_text()))
+        ApiError::arm(
+            e.status(),
+            code,
+            format!("The request content is not valid: {}.", e.body_text()),
+        )
     })?;
     let request: OpenRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::arm(

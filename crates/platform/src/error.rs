@@ -314,6 +314,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn too_large_closes_the_connection() {
+        let (status, headers, _) = render(ApiError::arm(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "too large",
+        ))
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(headers[axum::http::header::CONNECTION], "close");
+        let (_, headers, _) =
+            render(ApiError::arm(StatusCode::BAD_REQUEST, "BadRequest", "bad")).await;
+        assert!(!headers.contains_key(axum::http::header::CONNECTION));
+    }
+
+    #[tokio::test]
     async fn internal_errors_hide_the_cause() {
         let (status, _, body) = render(ApiError::internal(Dialect::Arm, &"password=hunter2")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

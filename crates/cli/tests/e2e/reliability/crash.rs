@@ -107,11 +107,36 @@ impl Model {
     /// Every thing whose fate is unknown, as (kind, key, whether it existed before).
     fn uncertain(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        out.extend(self.uais.iter().filter(|(_, x)| x.known == Known::Uncertain).map(|(k, _)| ("uai", k.clone())));
-        out.extend(self.vms.iter().filter(|(_, x)| x.known == Known::Uncertain).map(|(k, _)| ("vm", k.clone())));
-        out.extend(self.assignments.iter().filter(|(_, x)| x.known == Known::Uncertain).map(|(k, _)| ("assignment", k.clone())));
-        out.extend(self.secrets.iter().filter(|(_, x)| x.known == Known::Uncertain).map(|(k, _)| ("secret", k.clone())));
-        out.extend(self.blobs.iter().filter(|(_, x)| x.known == Known::Uncertain).map(|(k, _)| ("blob", k.clone())));
+        out.extend(
+            self.uais
+                .iter()
+                .filter(|(_, x)| x.known == Known::Uncertain)
+                .map(|(k, _)| ("uai", k.clone())),
+        );
+        out.extend(
+            self.vms
+                .iter()
+                .filter(|(_, x)| x.known == Known::Uncertain)
+                .map(|(k, _)| ("vm", k.clone())),
+        );
+        out.extend(
+            self.assignments
+                .iter()
+                .filter(|(_, x)| x.known == Known::Uncertain)
+                .map(|(k, _)| ("assignment", k.clone())),
+        );
+        out.extend(
+            self.secrets
+                .iter()
+                .filter(|(_, x)| x.known == Known::Uncertain)
+                .map(|(k, _)| ("secret", k.clone())),
+        );
+        out.extend(
+            self.blobs
+                .iter()
+                .filter(|(_, x)| x.known == Known::Uncertain)
+                .map(|(k, _)| ("blob", k.clone())),
+        );
         out
     }
 
@@ -210,7 +235,13 @@ async fn sigkill_during_mixed_writes(backend: Backend) {
     let arm_token = target.admin_token(ARM_SCOPE).await;
     let sub = target.subscription();
     let rg = format!("{sub}/resourceGroups/crash");
-    put_ok(&target, &arm_token, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        &target,
+        &arm_token,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let vault = put_ok(
         &target,
         &arm_token,
@@ -220,7 +251,14 @@ async fn sigkill_during_mixed_writes(backend: Backend) {
     )
     .await;
     let admin_oid = target.admin.object_id.to_string();
-    assign(&target, &arm_token, vault["id"].as_str().unwrap(), KV_SECRETS_OFFICER, &admin_oid).await;
+    assign(
+        &target,
+        &arm_token,
+        vault["id"].as_str().unwrap(),
+        KV_SECRETS_OFFICER,
+        &admin_oid,
+    )
+    .await;
     let account = put_ok(
         &target,
         &arm_token,
@@ -228,8 +266,14 @@ async fn sigkill_during_mixed_writes(backend: Backend) {
         &json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
     )
     .await;
-    assign(&target, &arm_token, account["id"].as_str().unwrap(), BLOB_CONTRIBUTOR, &admin_oid)
-        .await;
+    assign(
+        &target,
+        &arm_token,
+        account["id"].as_str().unwrap(),
+        BLOB_CONTRIBUTOR,
+        &admin_oid,
+    )
+    .await;
     let storage_token = target.admin_token(STORAGE_SCOPE).await;
     let vault_token = target.admin_token(VAULT_SCOPE).await;
     let r = call(
@@ -301,25 +345,26 @@ async fn sigkill_during_mixed_writes(backend: Backend) {
             problems.join("\n")
         );
     }
-    let m = load.model.lock().unwrap();
-    let count = |k: Known| {
-        m.uais.values().filter(|x| x.known == k).count()
-            + m.vms.values().filter(|x| x.known == k).count()
-            + m.assignments.values().filter(|x| x.known == k).count()
-            + m.secrets.values().filter(|x| x.known == k).count()
-            + m.blobs.values().filter(|x| x.known == k).count()
-    };
-    println!(
-        "crash::{backend:?}: {CYCLES} kills under load; {} acknowledged writes checked, {} things present, {} absent; {} writes in flight at a kill: {} found applied, {} not applied; {} interrupted identity deletions finished; 0 problems",
-        m.acked,
-        count(Known::Present),
-        count(Known::Absent),
-        m.in_flight_lost,
-        m.settled_applied,
-        m.settled_not_applied,
-        m.finished_deletes
-    );
-    drop(m);
+    {
+        let m = load.model.lock().unwrap();
+        let count = |k: Known| {
+            m.uais.values().filter(|x| x.known == k).count()
+                + m.vms.values().filter(|x| x.known == k).count()
+                + m.assignments.values().filter(|x| x.known == k).count()
+                + m.secrets.values().filter(|x| x.known == k).count()
+                + m.blobs.values().filter(|x| x.known == k).count()
+        };
+        println!(
+            "crash::{backend:?}: {CYCLES} kills under load; {} acknowledged writes checked, {} things present, {} absent; {} writes in flight at a kill: {} found applied, {} not applied; {} interrupted identity deletions finished; 0 problems",
+            m.acked,
+            count(Known::Present),
+            count(Known::Absent),
+            m.in_flight_lost,
+            m.settled_applied,
+            m.settled_not_applied,
+            m.finished_deletes
+        );
+    }
     served.terminate();
     if let Some(db) = db {
         db.cleanup().await.unwrap();
@@ -417,7 +462,10 @@ async fn create_uai(load: &Load, n: u64) -> bool {
 }
 
 async fn create_vm(load: &Load, rng: &mut Rng, n: u64) -> bool {
-    let id = format!("{}/providers/Microsoft.Compute/virtualMachines/vm{n}", load.rg);
+    let id = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm{n}",
+        load.rg
+    );
     let key = id.to_ascii_lowercase();
     let attach: Option<String> = {
         let mut m = load.model.lock().unwrap();
@@ -503,9 +551,9 @@ async fn create_assignment(load: &Load, rng: &mut Rng) -> bool {
             .iter()
             .copied()
             .filter(|r| {
-                !m.assignments.values().any(|a| {
-                    a.principal == chosen.0 && a.role == *r && a.known != Known::Absent
-                })
+                !m.assignments
+                    .values()
+                    .any(|a| a.principal == chosen.0 && a.role == *r && a.known != Known::Absent)
             })
             .collect();
         if free.is_empty() {
@@ -782,7 +830,9 @@ async fn store_invariants(
     };
     for r in &resources {
         let body = &r.body;
-        if r.id.is_type("Microsoft.ManagedIdentity/userAssignedIdentities") {
+        if r.id
+            .is_type("Microsoft.ManagedIdentity/userAssignedIdentities")
+        {
             let p = body["properties"]["principalId"].as_str().unwrap_or("");
             match source(p) {
                 Some(ServicePrincipalSource::UserAssigned { identity }) if identity == &r.id => {}
@@ -793,7 +843,10 @@ async fn store_invariants(
             }
         }
         let identity = &body["identity"];
-        let ty = identity["type"].as_str().unwrap_or("None").to_ascii_lowercase();
+        let ty = identity["type"]
+            .as_str()
+            .unwrap_or("None")
+            .to_ascii_lowercase();
         if ty.contains("systemassigned") {
             let p = identity["principalId"].as_str().unwrap_or("");
             match source(p) {
@@ -835,7 +888,10 @@ async fn store_invariants(
                 p.object_id
             )),
             Some(r) => {
-                let named = if r.id.is_type("Microsoft.ManagedIdentity/userAssignedIdentities") {
+                let named = if r
+                    .id
+                    .is_type("Microsoft.ManagedIdentity/userAssignedIdentities")
+                {
                     r.body["properties"]["principalId"].as_str()
                 } else {
                     r.body["identity"]["principalId"].as_str()
@@ -907,10 +963,19 @@ async fn verify(load: &Load) -> Vec<String> {
         let mut r = get(format!("{id}?{UAI_API}")).await;
         if r.status == 200 && r.json["properties"]["provisioningState"] == "Deleting" {
             // An interrupted two-phase delete: finishing it must work.
-            let d = call(&t.http, Method::DELETE, &t.arm(&format!("{id}?{UAI_API}")), bearer(token)).await;
+            let d = call(
+                &t.http,
+                Method::DELETE,
+                &t.arm(&format!("{id}?{UAI_API}")),
+                bearer(token),
+            )
+            .await;
             load.model.lock().unwrap().finished_deletes += 1;
             if !matches!(d.status, 200 | 204) {
-                problems.push(format!("finishing the delete of {id}: {} {}", d.status, d.text));
+                problems.push(format!(
+                    "finishing the delete of {id}: {} {}",
+                    d.status, d.text
+                ));
             }
             r = get(format!("{id}?{UAI_API}")).await;
         }
@@ -918,12 +983,18 @@ async fn verify(load: &Load) -> Vec<String> {
         match r.status {
             200 => {
                 let u = m.uais.get_mut(&key).unwrap();
-                let p = r.json["properties"]["principalId"].as_str().unwrap_or("").to_string();
+                let p = r.json["properties"]["principalId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 if !u.principal.is_empty() && u.principal != p {
                     problems.push(format!("{id} changed principal: {} -> {p}", u.principal));
                 }
                 u.principal = p;
-                u.client = r.json["properties"]["clientId"].as_str().unwrap_or("").to_string();
+                u.client = r.json["properties"]["clientId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 u.known = Known::Present;
             }
             404 => {
@@ -950,7 +1021,10 @@ async fn verify(load: &Load) -> Vec<String> {
         match r.status {
             200 => {
                 let vm = m.vms.get_mut(&key).unwrap();
-                let p = r.json["identity"]["principalId"].as_str().unwrap_or("").to_string();
+                let p = r.json["identity"]["principalId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 if !vm.principal.is_empty() && vm.principal != p {
                     problems.push(format!("{id} changed principal: {} -> {p}", vm.principal));
                 }
@@ -992,7 +1066,10 @@ async fn verify(load: &Load) -> Vec<String> {
         match u.known {
             Known::Present => {
                 if r.status != 200 {
-                    problems.push(format!("acknowledged identity {} is gone: {}", u.id, r.status));
+                    problems.push(format!(
+                        "acknowledged identity {} is gone: {}",
+                        u.id, r.status
+                    ));
                 } else if r.json["properties"]["principalId"] != u.principal.as_str()
                     || r.json["properties"]["clientId"] != u.client.as_str()
                 {
@@ -1050,19 +1127,32 @@ async fn verify(load: &Load) -> Vec<String> {
     // 3. Role assignments: settle those in flight, then check all.
     let assignments: Vec<(String, Assignment)> = {
         let m = load.model.lock().unwrap();
-        m.assignments.iter().map(|(k, a)| (k.clone(), a.clone())).collect()
+        m.assignments
+            .iter()
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect()
     };
     for (key, a) in assignments {
         let r = get(format!("{}?{RA_API}", a.path)).await;
         match (a.known, r.status) {
             (Known::Present, 200) | (Known::Absent, 404) => {}
             (Known::Uncertain, 200) => {
-                load.model.lock().unwrap().assignments.get_mut(&key).unwrap().known =
-                    Known::Present;
+                load.model
+                    .lock()
+                    .unwrap()
+                    .assignments
+                    .get_mut(&key)
+                    .unwrap()
+                    .known = Known::Present;
             }
             (Known::Uncertain, 404) => {
-                load.model.lock().unwrap().assignments.get_mut(&key).unwrap().known =
-                    Known::Absent;
+                load.model
+                    .lock()
+                    .unwrap()
+                    .assignments
+                    .get_mut(&key)
+                    .unwrap()
+                    .known = Known::Absent;
             }
             (known, status) => problems.push(format!(
                 "assignment {} ({known:?}) answers {status}: {}",
@@ -1077,7 +1167,10 @@ async fn verify(load: &Load) -> Vec<String> {
     // 4. Secrets: wholly there with the value written, or absent if never acknowledged.
     let secrets: Vec<(String, Secret)> = {
         let m = load.model.lock().unwrap();
-        m.secrets.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+        m.secrets
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
     };
     for (name, s) in secrets {
         let r = call(
@@ -1092,22 +1185,38 @@ async fn verify(load: &Load) -> Vec<String> {
                 if r.json["value"] != s.value.as_str() {
                     problems.push(format!("secret {name} has another value"));
                 }
-                load.model.lock().unwrap().secrets.get_mut(&name).unwrap().known = Known::Present;
+                load.model
+                    .lock()
+                    .unwrap()
+                    .secrets
+                    .get_mut(&name)
+                    .unwrap()
+                    .known = Known::Present;
             }
             (Known::Uncertain, 404) => {
-                load.model.lock().unwrap().secrets.get_mut(&name).unwrap().known = Known::Absent;
+                load.model
+                    .lock()
+                    .unwrap()
+                    .secrets
+                    .get_mut(&name)
+                    .unwrap()
+                    .known = Known::Absent;
             }
             (Known::Absent, 404) => {}
-            (known, status) => {
-                problems.push(format!("secret {name} ({known:?}) answers {status}: {}", r.text))
-            }
+            (known, status) => problems.push(format!(
+                "secret {name} ({known:?}) answers {status}: {}",
+                r.text
+            )),
         }
     }
 
     // 5. Blobs: whole, or absent if never acknowledged; and every listed blob whole.
     let blobs: Vec<(String, Blob)> = {
         let m = load.model.lock().unwrap();
-        m.blobs.iter().map(|(k, b)| (k.clone(), b.clone())).collect()
+        m.blobs
+            .iter()
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect()
     };
     for (name, b) in &blobs {
         let r = t
@@ -1129,10 +1238,22 @@ async fn verify(load: &Load) -> Vec<String> {
                         b.len
                     ));
                 }
-                load.model.lock().unwrap().blobs.get_mut(name).unwrap().known = Known::Present;
+                load.model
+                    .lock()
+                    .unwrap()
+                    .blobs
+                    .get_mut(name)
+                    .unwrap()
+                    .known = Known::Present;
             }
             (Known::Uncertain, 404) => {
-                load.model.lock().unwrap().blobs.get_mut(name).unwrap().known = Known::Absent;
+                load.model
+                    .lock()
+                    .unwrap()
+                    .blobs
+                    .get_mut(name)
+                    .unwrap()
+                    .known = Known::Absent;
             }
             (Known::Absent, 404) => {}
             (known, status) => problems.push(format!("blob {name} ({known:?}) answers {status}")),
@@ -1141,7 +1262,10 @@ async fn verify(load: &Load) -> Vec<String> {
     let listing = call(
         &t.http,
         Method::GET,
-        &t.blob(ACCOUNT, &format!("/{CONTAINER}?restype=container&comp=list")),
+        &t.blob(
+            ACCOUNT,
+            &format!("/{CONTAINER}?restype=container&comp=list"),
+        ),
         Req {
             token: Some(&load.storage_token),
             headers: vec![("x-ms-version", "2023-11-03".to_string())],
@@ -1150,10 +1274,18 @@ async fn verify(load: &Load) -> Vec<String> {
     )
     .await;
     if listing.status != 200 {
-        problems.push(format!("listing blobs: {} {}", listing.status, listing.text));
+        problems.push(format!(
+            "listing blobs: {} {}",
+            listing.status, listing.text
+        ));
     } else {
         let m = load.model.lock().unwrap();
-        for name in listing.text.split("<Name>").skip(1).filter_map(|s| s.split("</Name>").next()) {
+        for name in listing
+            .text
+            .split("<Name>")
+            .skip(1)
+            .filter_map(|s| s.split("</Name>").next())
+        {
             match m.blobs.get(name) {
                 Some(b) if b.known == Known::Present => {}
                 other => problems.push(format!("listed blob {name} is {other:?}")),
@@ -1191,7 +1323,10 @@ async fn verify(load: &Load) -> Vec<String> {
         )
         .await;
         if session.status != 201 {
-            problems.push(format!("session for {id}: {} {}", session.status, session.text));
+            problems.push(format!(
+                "session for {id}: {} {}",
+                session.status, session.text
+            ));
         } else {
             let url = format!(
                 "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/",
@@ -1209,7 +1344,13 @@ async fn verify(load: &Load) -> Vec<String> {
                 _ => problems.push(format!("no token for {id} after the restart: {body}")),
             }
             let sid = session.json["id"].as_str().unwrap();
-            call(&t.http, Method::DELETE, &t.arm(&format!("/lanyard/sessions/{sid}")), bearer(token)).await;
+            call(
+                &t.http,
+                Method::DELETE,
+                &t.arm(&format!("/lanyard/sessions/{sid}")),
+                bearer(token),
+            )
+            .await;
         }
     }
     problems

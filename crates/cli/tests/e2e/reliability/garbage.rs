@@ -61,7 +61,9 @@ async fn garbage_bodies_get_4xx_in_the_planes_shape() {
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for (i, e) in endpoints.iter().enumerate() {
         // The template works: the endpoint is really reached.
-        let r = send(&t, e, e.template.as_bytes(), &format!("ok{i}")).await.unwrap();
+        let r = send(&t, e, e.template.as_bytes(), &format!("ok{i}"))
+            .await
+            .unwrap();
         assert!(
             (200..300).contains(&r.status),
             "{}: the template itself fails with {}: {}",
@@ -94,17 +96,32 @@ async fn garbage_bodies_get_4xx_in_the_planes_shape() {
             *statuses.entry(r.status).or_default() += 1;
             let shown: String = String::from_utf8_lossy(&body[..body.len().min(160)]).into();
             if r.status >= 500 {
-                problems.push(format!("{}: {} for {shown:?}: {}", e.name, r.status, r.text));
+                problems.push(format!(
+                    "{}: {} for {shown:?}: {}",
+                    e.name, r.status, r.text
+                ));
             } else if broken && !(400..500).contains(&r.status) {
-                problems.push(format!("{}: broken body answered {} ({shown:?}): {}", e.name, r.status, r.text));
+                problems.push(format!(
+                    "{}: broken body answered {} ({shown:?}): {}",
+                    e.name, r.status, r.text
+                ));
             } else if (400..500).contains(&r.status) && !shaped(e.dialect, &r) {
-                problems.push(format!("{}: {} not in the plane's shape for {shown:?}: {}", e.name, r.status, r.text));
+                problems.push(format!(
+                    "{}: {} not in the plane's shape for {shown:?}: {}",
+                    e.name, r.status, r.text
+                ));
             }
         }
     }
     // Still healthy.
     let token = t.admin_token(ARM_SCOPE).await;
-    let r = call(&t.http, Method::GET, &t.arm(&format!("{}?api-version=2022-12-01", t.subscription())), bearer(&token)).await;
+    let r = call(
+        &t.http,
+        Method::GET,
+        &t.arm(&format!("{}?api-version=2022-12-01", t.subscription())),
+        bearer(&token),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     println!(
         "garbage: {sent} bodies to {} endpoints, answers by status (0: connection closed during an oversized body) {statuses:?}, {} problems",
@@ -140,7 +157,9 @@ async fn send(t: &Target, e: &Endpoint, body: &[u8], n: &str) -> Result<Reply, r
 fn shaped(dialect: Dialect, r: &Reply) -> bool {
     match dialect {
         Dialect::Arm | Dialect::KeyVault => {
-            r.json["error"]["code"].as_str().is_some_and(|c| !c.is_empty())
+            r.json["error"]["code"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
                 && r.json["error"]["message"].is_string()
         }
         Dialect::Entra => {
@@ -346,34 +365,100 @@ async fn stage(t: &Target) -> Vec<Endpoint> {
     let sub = t.subscription();
     let tenant = t.tenant();
     let rg = format!("{sub}/resourceGroups/garbage");
-    put_ok(t, &arm, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        t,
+        &arm,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let ua1 = format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ua1");
-    put_ok(t, &arm, &format!("{ua1}?{UAI_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        t,
+        &arm,
+        &format!("{ua1}?{UAI_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let vm1 = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
-    put_ok(t, &arm, &format!("{vm1}?{VM_API}"), &json!({"location": "local", "identity": {"type": "SystemAssigned"}})).await;
+    put_ok(
+        t,
+        &arm,
+        &format!("{vm1}?{VM_API}"),
+        &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
+    )
+    .await;
     let vault = format!("{rg}/providers/Microsoft.KeyVault/vaults/kvgarbage");
     let vault_body = json!({"location": "local", "properties": {"tenantId": tenant,
         "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": true}});
     put_ok(t, &arm, &format!("{vault}?{KV_API}"), &vault_body).await;
-    assign(t, &arm, &vault, KV_SECRETS_OFFICER, &t.admin.object_id.to_string()).await;
+    assign(
+        t,
+        &arm,
+        &vault,
+        KV_SECRETS_OFFICER,
+        &t.admin.object_id.to_string(),
+    )
+    .await;
     let account = format!("{rg}/providers/Microsoft.Storage/storageAccounts/stgarbage");
-    put_ok(t, &arm, &format!("{account}?{ACCOUNT_API}"), &json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
-    assign(t, &arm, &account, BLOB_CONTRIBUTOR, &t.admin.object_id.to_string()).await;
+    put_ok(
+        t,
+        &arm,
+        &format!("{account}?{ACCOUNT_API}"),
+        &json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+    )
+    .await;
+    assign(
+        t,
+        &arm,
+        &account,
+        BLOB_CONTRIBUTOR,
+        &t.admin.object_id.to_string(),
+    )
+    .await;
     let app = create_app(t, &graph, "garbage-app").await;
     let kv = t.admin_token(VAULT_SCOPE).await;
     let st = t.admin_token(STORAGE_SCOPE).await;
-    let r = call(&t.http, Method::PUT, &t.vault("kvgarbage", &format!("/secrets/s1?{SECRETS_API}")), bearer_json(&kv, &json!({"value": "v"}))).await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &t.vault("kvgarbage", &format!("/secrets/s1?{SECRETS_API}")),
+        bearer_json(&kv, &json!({"value": "v"})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let backup = call(&t.http, Method::POST, &t.vault("kvgarbage", &format!("/secrets/s1/backup?{SECRETS_API}")), bearer(&kv)).await;
+    let backup = call(
+        &t.http,
+        Method::POST,
+        &t.vault("kvgarbage", &format!("/secrets/s1/backup?{SECRETS_API}")),
+        bearer(&kv),
+    )
+    .await;
     assert_eq!(backup.status, 200, "{}", backup.text);
-    let r = call(&t.http, Method::PUT, &t.blob("stgarbage", "/box1?restype=container"), bearer(&st)).await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &t.blob("stgarbage", "/box1?restype=container"),
+        bearer(&st),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let block_id = "YmxvY2s="; // "block"
     let r = call(
         &t.http,
         Method::PUT,
-        &t.blob("stgarbage", &format!("/box1/blocks?comp=block&blockid={}", urlencoding::encode(block_id))),
-        Req { token: Some(&st), body: Some((b"data".to_vec(), "application/octet-stream")), ..Default::default() },
+        &t.blob(
+            "stgarbage",
+            &format!(
+                "/box1/blocks?comp=block&blockid={}",
+                urlencoding::encode(block_id)
+            ),
+        ),
+        Req {
+            token: Some(&st),
+            body: Some((b"data".to_vec(), "application/octet-stream")),
+            ..Default::default()
+        },
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -398,43 +483,166 @@ async fn stage(t: &Target) -> Vec<Endpoint> {
     };
     let reader = format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{READER}");
     let mut out = vec![
-        arm_e("PUT group", Method::PUT, t.arm(&format!("{sub}/resourceGroups/g{{n}}?{RG_API}")), json!({"location": "local", "tags": {"a": "b"}, "managedBy": "x"})),
-        arm_e("PATCH group", Method::PATCH, t.arm(&format!("{rg}?{RG_API}")), json!({"tags": {"a": "b"}})),
-        arm_e("PUT VM", Method::PUT, t.arm(&format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm{{n}}?{VM_API}")),
-            json!({"location": "local", "tags": {"a": "b"}, "identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {&ua1: {}}}, "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}}})),
-        arm_e("PATCH VM", Method::PATCH, t.arm(&format!("{vm1}?{VM_API}")), json!({"tags": {"a": "b"}, "identity": {"type": "SystemAssigned"}})),
-        arm_e("PUT web app", Method::PUT, t.arm(&format!("{rg}/providers/Microsoft.Web/sites/site{{n}}?api-version=2023-01-01")), json!({"location": "local", "identity": {"type": "SystemAssigned"}})),
-        arm_e("PUT identity", Method::PUT, t.arm(&format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u{{n}}?{UAI_API}")), json!({"location": "local", "tags": {"a": "b"}})),
-        arm_e("PATCH identity", Method::PATCH, t.arm(&format!("{ua1}?{UAI_API}")), json!({"tags": {"a": "b"}})),
-        arm_e("PUT federated credential", Method::PUT, t.arm(&format!("{ua1}/federatedIdentityCredentials/fic{{n}}?{UAI_API}")),
-            json!({"properties": {"issuer": "https://issuer.example", "subject": "system:serviceaccount:ns:sa", "audiences": ["api://AzureADTokenExchange"]}})),
-        arm_e("PUT role assignment", Method::PUT, t.arm(&format!("{rg}/providers/Microsoft.Authorization/roleAssignments/{{uuid}}?{RA_API}")),
-            json!({"properties": {"roleDefinitionId": reader, "principalId": app.object_id, "principalType": "ServicePrincipal", "description": "d"}})),
-        arm_e("PUT role definition", Method::PUT, t.arm(&format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{{uuid}}?{RA_API}")),
-            json!({"properties": {"roleName": "custom {n}", "description": "d", "type": "CustomRole", "assignableScopes": [sub], "permissions": [{"actions": ["*/read"], "notActions": [], "dataActions": [], "notDataActions": []}]}})),
-        arm_e("PUT vault", Method::PUT, t.arm(&format!("{rg}/providers/Microsoft.KeyVault/vaults/kv{{n}}?{KV_API}")), vault_body.clone()),
-        arm_e("PATCH vault", Method::PATCH, t.arm(&format!("{vault}?{KV_API}")), json!({"tags": {"a": "b"}, "properties": {"enableRbacAuthorization": true}})),
-        arm_e("PUT vault access policy", Method::PUT, t.arm(&format!("{vault}/accessPolicies/add?{KV_API}")),
-            json!({"properties": {"accessPolicies": [{"tenantId": tenant, "objectId": app.object_id, "permissions": {"secrets": ["get", "list"]}}]}})),
-        arm_e("PUT storage account", Method::PUT, t.arm(&format!("{rg}/providers/Microsoft.Storage/storageAccounts/st{{n}}?{ACCOUNT_API}")),
-            json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})),
-        arm_e("POST session", Method::POST, t.arm("/lanyard/sessions"), json!({"resource": vm1})),
-        arm_e("POST access explain", Method::POST, t.arm("/lanyard/access/explain"),
-            json!({"principalId": app.object_id, "action": "Microsoft.Compute/virtualMachines/read", "scope": rg, "dataAction": false})),
-        graph_e("POST application", Method::POST, "/v1.0/applications".into(), json!({"displayName": "app {n}", "api": {"requestedAccessTokenVersion": 2}})),
-        graph_e("PATCH application", Method::PATCH, format!("/v1.0/applications/{}", app.id), json!({"displayName": "renamed"})),
-        graph_e("POST addPassword", Method::POST, format!("/v1.0/applications/{}/addPassword", app.id), json!({"passwordCredential": {"displayName": "p"}})),
-        graph_e("POST federated credential", Method::POST, format!("/v1.0/applications/{}/federatedIdentityCredentials", app.id),
-            json!({"name": "fic{n}", "issuer": "https://issuer.example", "subject": "sub{n}", "audiences": ["api://AzureADTokenExchange"]})),
+        arm_e(
+            "PUT group",
+            Method::PUT,
+            t.arm(&format!("{sub}/resourceGroups/g{{n}}?{RG_API}")),
+            json!({"location": "local", "tags": {"a": "b"}, "managedBy": "x"}),
+        ),
+        arm_e(
+            "PATCH group",
+            Method::PATCH,
+            t.arm(&format!("{rg}?{RG_API}")),
+            json!({"tags": {"a": "b"}}),
+        ),
+        arm_e(
+            "PUT VM",
+            Method::PUT,
+            t.arm(&format!(
+                "{rg}/providers/Microsoft.Compute/virtualMachines/vm{{n}}?{VM_API}"
+            )),
+            json!({"location": "local", "tags": {"a": "b"}, "identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {&ua1: {}}}, "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}}}),
+        ),
+        arm_e(
+            "PATCH VM",
+            Method::PATCH,
+            t.arm(&format!("{vm1}?{VM_API}")),
+            json!({"tags": {"a": "b"}, "identity": {"type": "SystemAssigned"}}),
+        ),
+        arm_e(
+            "PUT web app",
+            Method::PUT,
+            t.arm(&format!(
+                "{rg}/providers/Microsoft.Web/sites/site{{n}}?api-version=2023-01-01"
+            )),
+            json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
+        ),
+        arm_e(
+            "PUT identity",
+            Method::PUT,
+            t.arm(&format!(
+                "{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u{{n}}?{UAI_API}"
+            )),
+            json!({"location": "local", "tags": {"a": "b"}}),
+        ),
+        arm_e(
+            "PATCH identity",
+            Method::PATCH,
+            t.arm(&format!("{ua1}?{UAI_API}")),
+            json!({"tags": {"a": "b"}}),
+        ),
+        arm_e(
+            "PUT federated credential",
+            Method::PUT,
+            t.arm(&format!(
+                "{ua1}/federatedIdentityCredentials/fic{{n}}?{UAI_API}"
+            )),
+            json!({"properties": {"issuer": "https://issuer.example", "subject": "system:serviceaccount:ns:sa", "audiences": ["api://AzureADTokenExchange"]}}),
+        ),
+        arm_e(
+            "PUT role assignment",
+            Method::PUT,
+            t.arm(&format!(
+                "{rg}/providers/Microsoft.Authorization/roleAssignments/{{uuid}}?{RA_API}"
+            )),
+            json!({"properties": {"roleDefinitionId": reader, "principalId": app.object_id, "principalType": "ServicePrincipal", "description": "d"}}),
+        ),
+        arm_e(
+            "PUT role definition",
+            Method::PUT,
+            t.arm(&format!(
+                "{sub}/providers/Microsoft.Authorization/roleDefinitions/{{uuid}}?{RA_API}"
+            )),
+            json!({"properties": {"roleName": "custom {n}", "description": "d", "type": "CustomRole", "assignableScopes": [sub], "permissions": [{"actions": ["*/read"], "notActions": [], "dataActions": [], "notDataActions": []}]}}),
+        ),
+        arm_e(
+            "PUT vault",
+            Method::PUT,
+            t.arm(&format!(
+                "{rg}/providers/Microsoft.KeyVault/vaults/kv{{n}}?{KV_API}"
+            )),
+            vault_body.clone(),
+        ),
+        arm_e(
+            "PATCH vault",
+            Method::PATCH,
+            t.arm(&format!("{vault}?{KV_API}")),
+            json!({"tags": {"a": "b"}, "properties": {"enableRbacAuthorization": true}}),
+        ),
+        arm_e(
+            "PUT vault access policy",
+            Method::PUT,
+            t.arm(&format!("{vault}/accessPolicies/add?{KV_API}")),
+            json!({"properties": {"accessPolicies": [{"tenantId": tenant, "objectId": app.object_id, "permissions": {"secrets": ["get", "list"]}}]}}),
+        ),
+        arm_e(
+            "PUT storage account",
+            Method::PUT,
+            t.arm(&format!(
+                "{rg}/providers/Microsoft.Storage/storageAccounts/st{{n}}?{ACCOUNT_API}"
+            )),
+            json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+        ),
+        arm_e(
+            "POST session",
+            Method::POST,
+            t.arm("/lanyard/sessions"),
+            json!({"resource": vm1}),
+        ),
+        arm_e(
+            "POST access explain",
+            Method::POST,
+            t.arm("/lanyard/access/explain"),
+            json!({"principalId": app.object_id, "action": "Microsoft.Compute/virtualMachines/read", "scope": rg, "dataAction": false}),
+        ),
+        graph_e(
+            "POST application",
+            Method::POST,
+            "/v1.0/applications".into(),
+            json!({"displayName": "app {n}", "api": {"requestedAccessTokenVersion": 2}}),
+        ),
+        graph_e(
+            "PATCH application",
+            Method::PATCH,
+            format!("/v1.0/applications/{}", app.id),
+            json!({"displayName": "renamed"}),
+        ),
+        graph_e(
+            "POST addPassword",
+            Method::POST,
+            format!("/v1.0/applications/{}/addPassword", app.id),
+            json!({"passwordCredential": {"displayName": "p"}}),
+        ),
+        graph_e(
+            "POST federated credential",
+            Method::POST,
+            format!("/v1.0/applications/{}/federatedIdentityCredentials", app.id),
+            json!({"name": "fic{n}", "issuer": "https://issuer.example", "subject": "sub{n}", "audiences": ["api://AzureADTokenExchange"]}),
+        ),
     ];
     // Graph: a service principal for a fresh app each time is not possible with one template;
     // an existing app's id answers 409 or 201, both fine for mutations, and the template
     // is checked against a new app.
-    let spare = call(&t.http, Method::POST, &t.arm("/v1.0/applications"), bearer_json(&graph, &json!({"displayName": "spare"}))).await;
+    let spare = call(
+        &t.http,
+        Method::POST,
+        &t.arm("/v1.0/applications"),
+        bearer_json(&graph, &json!({"displayName": "spare"})),
+    )
+    .await;
     assert_eq!(spare.status, 201, "{}", spare.text);
-    out.push(graph_e("POST service principal", Method::POST, "/v1.0/servicePrincipals".into(), json!({"appId": spare.json["appId"]})));
+    out.push(graph_e(
+        "POST service principal",
+        Method::POST,
+        "/v1.0/servicePrincipals".into(),
+        json!({"appId": spare.json["appId"]}),
+    ));
     let form = |version: &str| {
-        let scope = if version == "v2" { "scope=https%3A%2F%2Fvault.azure.net%2F.default" } else { "resource=https%3A%2F%2Fvault.azure.net" };
+        let scope = if version == "v2" {
+            "scope=https%3A%2F%2Fvault.azure.net%2F.default"
+        } else {
+            "resource=https%3A%2F%2Fvault.azure.net"
+        };
         format!(
             "grant_type=client_credentials&client_id={}&client_secret={}&{scope}",
             urlencoding::encode(&app.client_id),
@@ -442,7 +650,11 @@ async fn stage(t: &Target) -> Vec<Endpoint> {
         )
     };
     for (name, path, version) in [
-        ("POST v2 token", format!("/{tenant}/oauth2/v2.0/token"), "v2"),
+        (
+            "POST v2 token",
+            format!("/{tenant}/oauth2/v2.0/token"),
+            "v2",
+        ),
         ("POST v1 token", format!("/{tenant}/oauth2/token"), "v1"),
     ] {
         out.push(Endpoint {
@@ -465,10 +677,20 @@ async fn stage(t: &Target) -> Vec<Endpoint> {
         template: template.to_string(),
     };
     out.push(kv_e("PUT secret", Method::PUT, "/secrets/n{n}", json!({"value": "v", "contentType": "text/plain", "tags": {"a": "b"}, "attributes": {"enabled": true, "exp": 4102444800u64}})));
-    out.push(kv_e("PATCH secret", Method::PATCH, "/secrets/s1", json!({"contentType": "text/plain", "tags": {"a": "b"}, "attributes": {"enabled": true}})));
+    out.push(kv_e(
+        "PATCH secret",
+        Method::PATCH,
+        "/secrets/s1",
+        json!({"contentType": "text/plain", "tags": {"a": "b"}, "attributes": {"enabled": true}}),
+    ));
     // Restoring needs the name free: the mutations of this one are the point, the template
     // is checked after the secret is deleted and purged.
-    out.push(kv_e("POST restore", Method::POST, "/secrets/restore", json!({"value": backup.json["value"]})));
+    out.push(kv_e(
+        "POST restore",
+        Method::POST,
+        "/secrets/restore",
+        json!({"value": backup.json["value"]}),
+    ));
     out.push(Endpoint {
         name: "PUT block list".into(),
         method: Method::PUT,
@@ -483,12 +705,30 @@ async fn stage(t: &Target) -> Vec<Endpoint> {
     out[last].url = t.blob("stgarbage", "/box1/blocks?comp=blocklist");
     out[last].template = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>{block_id}</Latest></BlockList>");
     // Free the name `s1` so the restore template succeeds.
-    let r = call(&t.http, Method::DELETE, &t.vault("kvgarbage", &format!("/secrets/s1?{SECRETS_API}")), bearer(&kv)).await;
+    let r = call(
+        &t.http,
+        Method::DELETE,
+        &t.vault("kvgarbage", &format!("/secrets/s1?{SECRETS_API}")),
+        bearer(&kv),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = call(&t.http, Method::DELETE, &t.vault("kvgarbage", &format!("/deletedsecrets/s1?{SECRETS_API}")), bearer(&kv)).await;
+    let r = call(
+        &t.http,
+        Method::DELETE,
+        &t.vault("kvgarbage", &format!("/deletedsecrets/s1?{SECRETS_API}")),
+        bearer(&kv),
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text);
     // PATCH secret needs `s1`: point it at another secret.
-    let r = call(&t.http, Method::PUT, &t.vault("kvgarbage", &format!("/secrets/s2?{SECRETS_API}")), bearer_json(&kv, &json!({"value": "v"}))).await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &t.vault("kvgarbage", &format!("/secrets/s2?{SECRETS_API}")),
+        bearer_json(&kv, &json!({"value": "v"})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     for e in out.iter_mut() {
         if e.name == "PATCH secret" {

@@ -54,6 +54,9 @@ async fn ask(method: Method, url: &str, headers: &[(&str, &str)]) -> Option<(u16
     Some((status, r.json().await.unwrap_or(Value::Null)))
 }
 
+/// What an attack is called, its method, URL and headers.
+type Attack = (String, Method, String, Vec<(&'static str, String)>);
+
 const IMDS_Q: &str = "api-version=2018-02-01&resource=https://vault.azure.net";
 const APP_Q: &str = "api-version=2019-08-01&resource=https://vault.azure.net";
 
@@ -62,7 +65,10 @@ async fn signins(t: &Target, token: &str, since: &str) -> (Vec<Value>, Vec<Value
     let r = call(
         &t.http,
         Method::GET,
-        &t.arm(&format!("/lanyard/signins?from={}&$top=1000", urlencoding::encode(since))),
+        &t.arm(&format!(
+            "/lanyard/signins?from={}&$top=1000",
+            urlencoding::encode(since)
+        )),
         bearer(token),
     )
     .await;
@@ -83,11 +89,25 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
     let t = Target::of(&server);
     let arm = t.admin_token(ARM_SCOPE).await;
     let rg = format!("{}/resourceGroups/imds", t.subscription());
-    put_ok(&t, &arm, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let mut uai = Vec::new();
     for name in ["ua1", "ua2"] {
         let id = format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}");
-        uai.push(put_ok(&t, &arm, &format!("{id}?{UAI_API}"), &json!({"location": "local"})).await);
+        uai.push(
+            put_ok(
+                &t,
+                &arm,
+                &format!("{id}?{UAI_API}"),
+                &json!({"location": "local"}),
+            )
+            .await,
+        );
     }
     let vm = |name: &str| format!("{rg}/providers/Microsoft.Compute/virtualMachines/{name}");
     let with = |ua: &Value| {
@@ -97,7 +117,13 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
     put_ok(&t, &arm, &format!("{}?{VM_API}", vm("vm1")), &with(&uai[0])).await;
     let vm2 = put_ok(&t, &arm, &format!("{}?{VM_API}", vm("vm2")), &with(&uai[1])).await;
     for name in ["vm3", "vm4"] {
-        put_ok(&t, &arm, &format!("{}?{VM_API}", vm(name)), &json!({"location": "local", "identity": {"type": "SystemAssigned"}})).await;
+        put_ok(
+            &t,
+            &arm,
+            &format!("{}?{VM_API}", vm(name)),
+            &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
+        )
+        .await;
     }
     let s1 = open(&t, &arm, &vm("vm1")).await;
     let s2 = open(&t, &arm, &vm("vm2")).await;
@@ -108,9 +134,21 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
     // The happy paths work, so each refusal below is about what it changes. They are minted
     // (and logged) before the attack window opens.
     for s in [&s1, &s2, &s3, &s4, &s5] {
-        let (status, body) = ask(Method::GET, &format!("{}?{IMDS_Q}", s.imds), &[("Metadata", "true")]).await.unwrap();
+        let (status, body) = ask(
+            Method::GET,
+            &format!("{}?{IMDS_Q}", s.imds),
+            &[("Metadata", "true")],
+        )
+        .await
+        .unwrap();
         assert_eq!(status, 200, "{body}");
-        let (status, body) = ask(Method::GET, &format!("{}?{APP_Q}", s.app), &[("X-IDENTITY-HEADER", &s.header)]).await.unwrap();
+        let (status, body) = ask(
+            Method::GET,
+            &format!("{}?{APP_Q}", s.app),
+            &[("X-IDENTITY-HEADER", &s.header)],
+        )
+        .await
+        .unwrap();
         assert_eq!(status, 200, "{body}");
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -126,25 +164,102 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
     let vm2_system = vm2["identity"]["principalId"].as_str().unwrap();
 
     // (what, method, url, headers); every one must be refused without a token.
-    let mut attacks: Vec<(String, Method, String, Vec<(&str, String)>)> = Vec::new();
+    let mut attacks: Vec<Attack> = Vec::new();
     let imds = |q: &str| format!("{}?{q}", s1.imds);
     let app = |q: &str| format!("{}?{q}", s1.app);
     for value in ["false", "", "1", "yes", "true, true"] {
-        attacks.push((format!("Metadata: {value:?}"), Method::GET, imds(IMDS_Q), vec![("Metadata", value.to_string())]));
+        attacks.push((
+            format!("Metadata: {value:?}"),
+            Method::GET,
+            imds(IMDS_Q),
+            vec![("Metadata", value.to_string())],
+        ));
     }
-    attacks.push(("X-Forwarded-For empty".into(), Method::GET, imds(IMDS_Q), vec![("Metadata", "true".into()), ("X-Forwarded-For", String::new())]));
-    attacks.push(("X-Forwarded-For on the legacy protocol".into(), Method::GET, app("api-version=2017-09-01&resource=https://vault.azure.net"), vec![("secret", s1.header.clone()), ("X-Forwarded-For", "10.1.1.1".into())]));
+    attacks.push((
+        "X-Forwarded-For empty".into(),
+        Method::GET,
+        imds(IMDS_Q),
+        vec![
+            ("Metadata", "true".into()),
+            ("X-Forwarded-For", String::new()),
+        ],
+    ));
+    attacks.push((
+        "X-Forwarded-For on the legacy protocol".into(),
+        Method::GET,
+        app("api-version=2017-09-01&resource=https://vault.azure.net"),
+        vec![
+            ("secret", s1.header.clone()),
+            ("X-Forwarded-For", "10.1.1.1".into()),
+        ],
+    ));
     // Identity headers.
-    attacks.push(("another session's header".into(), Method::GET, app(APP_Q), vec![("X-IDENTITY-HEADER", s2.header.clone())]));
-    attacks.push(("this header at another session".into(), Method::GET, format!("{}?{APP_Q}", s2.app), vec![("X-IDENTITY-HEADER", s1.header.clone())]));
-    attacks.push(("a header for the same VM from another session".into(), Method::GET, app(APP_Q), vec![("X-IDENTITY-HEADER", s5.header.clone())]));
-    attacks.push(("the header plus one character".into(), Method::GET, app(APP_Q), vec![("X-IDENTITY-HEADER", format!("{}x", s1.header))]));
-    attacks.push(("the header less one character".into(), Method::GET, app(APP_Q), vec![("X-IDENTITY-HEADER", s1.header[..s1.header.len() - 1].to_string())]));
-    attacks.push(("the header upper-cased".into(), Method::GET, app(APP_Q), vec![("X-IDENTITY-HEADER", s1.header.to_ascii_uppercase())]).clone());
-    attacks.push(("the legacy protocol with X-IDENTITY-HEADER".into(), Method::GET, app("api-version=2017-09-01&resource=https://vault.azure.net"), vec![("X-IDENTITY-HEADER", s1.header.clone())]));
-    attacks.push(("the 2019 protocol with the legacy `secret` header".into(), Method::GET, app(APP_Q), vec![("secret", s1.header.clone())]));
-    attacks.push(("the legacy protocol with another session's secret".into(), Method::GET, app("api-version=2017-09-01&resource=https://vault.azure.net"), vec![("secret", s2.header.clone())]));
-    attacks.push(("Metadata instead of a header".into(), Method::GET, app(APP_Q), vec![("Metadata", "true".into())]));
+    attacks.push((
+        "another session's header".into(),
+        Method::GET,
+        app(APP_Q),
+        vec![("X-IDENTITY-HEADER", s2.header.clone())],
+    ));
+    attacks.push((
+        "this header at another session".into(),
+        Method::GET,
+        format!("{}?{APP_Q}", s2.app),
+        vec![("X-IDENTITY-HEADER", s1.header.clone())],
+    ));
+    attacks.push((
+        "a header for the same VM from another session".into(),
+        Method::GET,
+        app(APP_Q),
+        vec![("X-IDENTITY-HEADER", s5.header.clone())],
+    ));
+    attacks.push((
+        "the header plus one character".into(),
+        Method::GET,
+        app(APP_Q),
+        vec![("X-IDENTITY-HEADER", format!("{}x", s1.header))],
+    ));
+    attacks.push((
+        "the header less one character".into(),
+        Method::GET,
+        app(APP_Q),
+        vec![(
+            "X-IDENTITY-HEADER",
+            s1.header[..s1.header.len() - 1].to_string(),
+        )],
+    ));
+    attacks.push(
+        (
+            "the header upper-cased".into(),
+            Method::GET,
+            app(APP_Q),
+            vec![("X-IDENTITY-HEADER", s1.header.to_ascii_uppercase())],
+        )
+            .clone(),
+    );
+    attacks.push((
+        "the legacy protocol with X-IDENTITY-HEADER".into(),
+        Method::GET,
+        app("api-version=2017-09-01&resource=https://vault.azure.net"),
+        vec![("X-IDENTITY-HEADER", s1.header.clone())],
+    ));
+    attacks.push((
+        "the 2019 protocol with the legacy `secret` header".into(),
+        Method::GET,
+        app(APP_Q),
+        vec![("secret", s1.header.clone())],
+    ));
+    attacks.push((
+        "the legacy protocol with another session's secret".into(),
+        Method::GET,
+        app("api-version=2017-09-01&resource=https://vault.azure.net"),
+        vec![("secret", s2.header.clone())],
+    ));
+    attacks.push((
+        "Metadata instead of a header".into(),
+        Method::GET,
+        app(APP_Q),
+        vec![("Metadata", "true".into())],
+    ));
     // Identities of another VM, by every selector, on both protocols.
     for (sel, value) in [
         ("client_id", ua2_client),
@@ -155,47 +270,112 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
         ("object_id", vm2_system),
     ] {
         let q = format!("{IMDS_Q}&{sel}={}", urlencoding::encode(value));
-        attacks.push((format!("IMDS, vm2's identity by {sel}"), Method::GET, imds(&q), vec![("Metadata", "true".into())]));
+        attacks.push((
+            format!("IMDS, vm2's identity by {sel}"),
+            Method::GET,
+            imds(&q),
+            vec![("Metadata", "true".into())],
+        ));
         let q = format!("{APP_Q}&{sel}={}", urlencoding::encode(value));
-        attacks.push((format!("App Service, vm2's identity by {sel}"), Method::GET, app(&q), vec![("X-IDENTITY-HEADER", s1.header.clone())]));
+        attacks.push((
+            format!("App Service, vm2's identity by {sel}"),
+            Method::GET,
+            app(&q),
+            vec![("X-IDENTITY-HEADER", s1.header.clone())],
+        ));
     }
     attacks.push((
         "msi_res_id upper-cased, of vm2's identity".into(),
         Method::GET,
-        imds(&format!("{IMDS_Q}&msi_res_id={}", urlencoding::encode(&ua2_id.to_ascii_uppercase()))),
+        imds(&format!(
+            "{IMDS_Q}&msi_res_id={}",
+            urlencoding::encode(&ua2_id.to_ascii_uppercase())
+        )),
         vec![("Metadata", "true".into())],
     ));
     attacks.push((
         "legacy clientid of vm2's identity".into(),
         Method::GET,
-        app(&format!("api-version=2017-09-01&resource=https://vault.azure.net&clientid={ua2_client}")),
+        app(&format!(
+            "api-version=2017-09-01&resource=https://vault.azure.net&clientid={ua2_client}"
+        )),
         vec![("secret", s1.header.clone())],
     ));
     attacks.push((
         "two selectors, one attached and one not".into(),
         Method::GET,
-        imds(&format!("{IMDS_Q}&client_id={ua1_client}&mi_res_id={}", urlencoding::encode(ua2_id))),
+        imds(&format!(
+            "{IMDS_Q}&client_id={ua1_client}&mi_res_id={}",
+            urlencoding::encode(ua2_id)
+        )),
         vec![("Metadata", "true".into())],
     ));
     attacks.push((
         "a selector repeated in another case".into(),
         Method::GET,
-        imds(&format!("{IMDS_Q}&client_id={ua1_client}&CLIENT_ID={ua2_client}")),
+        imds(&format!(
+            "{IMDS_Q}&client_id={ua1_client}&CLIENT_ID={ua2_client}"
+        )),
         vec![("Metadata", "true".into())],
     ));
-    attacks.push(("no api-version".into(), Method::GET, imds("resource=https://vault.azure.net"), vec![("Metadata", "true".into())]));
-    attacks.push(("an api-version before IMDS had identities".into(), Method::GET, imds("api-version=2017-04-02&resource=https://vault.azure.net"), vec![("Metadata", "true".into())]));
-    attacks.push(("a resource with a newline".into(), Method::GET, imds("api-version=2018-02-01&resource=https://vault.azure.net%0A"), vec![("Metadata", "true".into())]));
+    attacks.push((
+        "no api-version".into(),
+        Method::GET,
+        imds("resource=https://vault.azure.net"),
+        vec![("Metadata", "true".into())],
+    ));
+    attacks.push((
+        "an api-version before IMDS had identities".into(),
+        Method::GET,
+        imds("api-version=2017-04-02&resource=https://vault.azure.net"),
+        vec![("Metadata", "true".into())],
+    ));
+    attacks.push((
+        "a resource with a newline".into(),
+        Method::GET,
+        imds("api-version=2018-02-01&resource=https://vault.azure.net%0A"),
+        vec![("Metadata", "true".into())],
+    ));
     // Paths and methods.
-    let base = s1.imds.trim_end_matches("/metadata/identity/oauth2/token").to_string();
-    for path in ["/metadata/identity/oauth2/token/", "/METADATA/identity/oauth2/token", "/metadata/identity/oauth2/token%2F", "/metadata/identity/oauth2//token", "/"] {
-        attacks.push((format!("path {path}"), Method::GET, format!("{base}{path}?{IMDS_Q}"), vec![("Metadata", "true".into())]));
+    let base = s1
+        .imds
+        .trim_end_matches("/metadata/identity/oauth2/token")
+        .to_string();
+    for path in [
+        "/metadata/identity/oauth2/token/",
+        "/METADATA/identity/oauth2/token",
+        "/metadata/identity/oauth2/token%2F",
+        "/metadata/identity/oauth2//token",
+        "/",
+    ] {
+        attacks.push((
+            format!("path {path}"),
+            Method::GET,
+            format!("{base}{path}?{IMDS_Q}"),
+            vec![("Metadata", "true".into())],
+        ));
     }
-    attacks.push(("POST".into(), Method::POST, imds(IMDS_Q), vec![("Metadata", "true".into())]));
-    attacks.push(("PUT on the App Service endpoint".into(), Method::PUT, app(APP_Q), vec![("X-IDENTITY-HEADER", s1.header.clone())]));
+    attacks.push((
+        "POST".into(),
+        Method::POST,
+        imds(IMDS_Q),
+        vec![("Metadata", "true".into())],
+    ));
+    attacks.push((
+        "PUT on the App Service endpoint".into(),
+        Method::PUT,
+        app(APP_Q),
+        vec![("X-IDENTITY-HEADER", s1.header.clone())],
+    ));
 
     // Sessions whose resource lost its identity, and an ended session's IMDS listener.
-    let r = call(&t.http, Method::DELETE, &t.arm(&format!("{}?{VM_API}", vm("vm3"))), bearer(&arm)).await;
+    let r = call(
+        &t.http,
+        Method::DELETE,
+        &t.arm(&format!("{}?{VM_API}", vm("vm3"))),
+        bearer(&arm),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = call(
         &t.http,
@@ -205,16 +385,61 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    for (what, s) in [("deleted VM", &s3), ("VM whose system identity was disabled", &s4)] {
-        attacks.push((format!("IMDS of a {what}"), Method::GET, format!("{}?{IMDS_Q}", s.imds), vec![("Metadata", "true".into())]));
-        attacks.push((format!("App Service of a {what}"), Method::GET, format!("{}?{APP_Q}", s.app), vec![("X-IDENTITY-HEADER", s.header.clone())]));
-        attacks.push((format!("IMDS of a {what}, new audience"), Method::GET, format!("{}?api-version=2018-02-01&resource=https://storage.azure.com", s.imds), vec![("Metadata", "true".into())]));
+    for (what, s) in [
+        ("deleted VM", &s3),
+        ("VM whose system identity was disabled", &s4),
+    ] {
+        attacks.push((
+            format!("IMDS of a {what}"),
+            Method::GET,
+            format!("{}?{IMDS_Q}", s.imds),
+            vec![("Metadata", "true".into())],
+        ));
+        attacks.push((
+            format!("App Service of a {what}"),
+            Method::GET,
+            format!("{}?{APP_Q}", s.app),
+            vec![("X-IDENTITY-HEADER", s.header.clone())],
+        ));
+        attacks.push((
+            format!("IMDS of a {what}, new audience"),
+            Method::GET,
+            format!(
+                "{}?api-version=2018-02-01&resource=https://storage.azure.com",
+                s.imds
+            ),
+            vec![("Metadata", "true".into())],
+        ));
     }
-    let r = call(&t.http, Method::DELETE, &t.arm(&format!("/lanyard/sessions/{}", s5.id)), bearer(&arm)).await;
+    let r = call(
+        &t.http,
+        Method::DELETE,
+        &t.arm(&format!("/lanyard/sessions/{}", s5.id)),
+        bearer(&arm),
+    )
+    .await;
     assert_eq!(r.status, 204);
-    attacks.push(("an ended session's IMDS listener".into(), Method::GET, format!("{}?{IMDS_Q}", s5.imds), vec![("Metadata", "true".into())]));
-    attacks.push(("an ended session's IMDS listener, new audience".into(), Method::GET, format!("{}?api-version=2018-02-01&resource=https://storage.azure.com", s5.imds), vec![("Metadata", "true".into())]));
-    attacks.push(("an ended session's header".into(), Method::GET, format!("{}?{APP_Q}", s5.app), vec![("X-IDENTITY-HEADER", s5.header.clone())]));
+    attacks.push((
+        "an ended session's IMDS listener".into(),
+        Method::GET,
+        format!("{}?{IMDS_Q}", s5.imds),
+        vec![("Metadata", "true".into())],
+    ));
+    attacks.push((
+        "an ended session's IMDS listener, new audience".into(),
+        Method::GET,
+        format!(
+            "{}?api-version=2018-02-01&resource=https://storage.azure.com",
+            s5.imds
+        ),
+        vec![("Metadata", "true".into())],
+    ));
+    attacks.push((
+        "an ended session's header".into(),
+        Method::GET,
+        format!("{}?{APP_Q}", s5.app),
+        vec![("X-IDENTITY-HEADER", s5.header.clone())],
+    ));
 
     let mut problems = Vec::new();
     let mut answered = 0;
@@ -231,7 +456,9 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
                 } else if status >= 500 {
                     problems.push(format!("{what}: a server error {status} {body}"));
                 } else if status != 404 && status != 405 && body["error"].as_str().is_none() {
-                    problems.push(format!("{what}: {status} not in the identity endpoints' shape: {body}"));
+                    problems.push(format!(
+                        "{what}: {status} not in the identity endpoints' shape: {body}"
+                    ));
                 }
                 if status != 404 && status != 405 {
                     refusals += 1;
@@ -241,7 +468,16 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
     }
 
     // A control: one new token, which the log must show as the only success.
-    let (status, _) = ask(Method::GET, &format!("{}?api-version=2018-02-01&resource=https://storage.azure.com", s1.imds), &[("Metadata", "true")]).await.unwrap();
+    let (status, _) = ask(
+        Method::GET,
+        &format!(
+            "{}?api-version=2018-02-01&resource=https://storage.azure.com",
+            s1.imds
+        ),
+        &[("Metadata", "true")],
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     for _ in 0..100 {
         let (successes, failures) = signins(&t, &arm, &since).await;
@@ -287,20 +523,54 @@ async fn an_expired_session_issues_no_tokens() {
     let t = Target::of(&server);
     let arm = t.admin_token(ARM_SCOPE).await;
     let rg = format!("{}/resourceGroups/expiry", t.subscription());
-    put_ok(&t, &arm, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
-    put_ok(&t, &arm, &format!("{vm}?{VM_API}"), &json!({"location": "local", "identity": {"type": "SystemAssigned"}})).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{vm}?{VM_API}"),
+        &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
+    )
+    .await;
     let s = open(&t, &arm, &vm).await;
-    let (status, _) = ask(Method::GET, &format!("{}?{IMDS_Q}", s.imds), &[("Metadata", "true")]).await.unwrap();
+    let (status, _) = ask(
+        Method::GET,
+        &format!("{}?{IMDS_Q}", s.imds),
+        &[("Metadata", "true")],
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     // Past the session's 90 s without renewal.
     clock.advance(Duration::from_secs(91));
     for (what, url, header) in [
-        ("IMDS, cached audience", format!("{}?{IMDS_Q}", s.imds), ("Metadata", "true".to_string())),
-        ("IMDS, new audience", format!("{}?api-version=2018-02-01&resource=https://storage.azure.com", s.imds), ("Metadata", "true".to_string())),
-        ("App Service", format!("{}?{APP_Q}", s.app), ("X-IDENTITY-HEADER", s.header.clone())),
+        (
+            "IMDS, cached audience",
+            format!("{}?{IMDS_Q}", s.imds),
+            ("Metadata", "true".to_string()),
+        ),
+        (
+            "IMDS, new audience",
+            format!(
+                "{}?api-version=2018-02-01&resource=https://storage.azure.com",
+                s.imds
+            ),
+            ("Metadata", "true".to_string()),
+        ),
+        (
+            "App Service",
+            format!("{}?{APP_Q}", s.app),
+            ("X-IDENTITY-HEADER", s.header.clone()),
+        ),
     ] {
-        if let Some((status, body)) = ask(Method::GET, &url, &[(header.0, header.1.as_str())]).await {
+        if let Some((status, body)) = ask(Method::GET, &url, &[(header.0, header.1.as_str())]).await
+        {
             assert!(
                 !(200..300).contains(&status) && body.get("access_token").is_none(),
                 "{what}: an expired session issued a token: {status} {body}"
@@ -309,10 +579,25 @@ async fn an_expired_session_issues_no_tokens() {
     }
     // Renewing an expired session does not bring it back (whether or not the reaper, which
     // runs every 5 s, has already ended it).
-    let r = call(&t.http, Method::POST, &t.arm(&format!("/lanyard/sessions/{}/renew", s.id)), bearer(&arm)).await;
+    let r = call(
+        &t.http,
+        Method::POST,
+        &t.arm(&format!("/lanyard/sessions/{}/renew", s.id)),
+        bearer(&arm),
+    )
+    .await;
     assert_eq!(r.status, 404, "renewing an expired session: {}", r.text);
-    if let Some((status, body)) = ask(Method::GET, &format!("{}?{IMDS_Q}", s.imds), &[("Metadata", "true")]).await {
-        assert_ne!(status, 200, "a renewed expired session issued a token: {body}");
+    if let Some((status, body)) = ask(
+        Method::GET,
+        &format!("{}?{IMDS_Q}", s.imds),
+        &[("Metadata", "true")],
+    )
+    .await
+    {
+        assert_ne!(
+            status, 200,
+            "a renewed expired session issued a token: {body}"
+        );
     }
     println!("identity_attacks: an expired session refused on both protocols");
 }

@@ -15,7 +15,10 @@ use super::kit::*;
 use crate::both_backends;
 use crate::support::{Backend, TestServer};
 
-both_backends!(tokens_survive_restarts_and_rotations, rotation_under_load_fails_nothing);
+both_backends!(
+    tokens_survive_restarts_and_rotations,
+    rotation_under_load_fails_nothing
+);
 
 /// What the tests need on a fresh server: a group with a VM (system identity, Reader on the
 /// group), an app with Reader on the group and Secrets User on a vault with one secret.
@@ -29,7 +32,13 @@ async fn stage(t: &Target) -> Stage {
     let arm = t.admin_token(ARM_SCOPE).await;
     let graph = t.admin_token(GRAPH_SCOPE).await;
     let rg = format!("{}/resourceGroups/keys", t.subscription());
-    put_ok(t, &arm, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        t,
+        &arm,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
     let body = put_ok(
         t,
@@ -38,7 +47,10 @@ async fn stage(t: &Target) -> Stage {
         &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
     )
     .await;
-    let vm_principal = body["identity"]["principalId"].as_str().unwrap().to_string();
+    let vm_principal = body["identity"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assign(t, &arm, &rg, READER, &vm_principal).await;
     let app = create_app(t, &graph, "keys-app").await;
     assign(t, &arm, &rg, READER, &app.object_id).await;
@@ -51,7 +63,14 @@ async fn stage(t: &Target) -> Stage {
     )
     .await;
     let vault_id = vault["id"].as_str().unwrap();
-    assign(t, &arm, vault_id, KV_SECRETS_OFFICER, &t.admin.object_id.to_string()).await;
+    assign(
+        t,
+        &arm,
+        vault_id,
+        KV_SECRETS_OFFICER,
+        &t.admin.object_id.to_string(),
+    )
+    .await;
     assign(t, &arm, vault_id, KV_SECRETS_USER, &app.object_id).await;
     let kv = t.admin_token(VAULT_SCOPE).await;
     let r = call(
@@ -151,16 +170,22 @@ async fn tokens_survive_restarts_and_rotations(backend: Backend) {
     let mut held: Vec<(String, Plane, String)> = Vec::new();
     let take = |t: Target, stage_app: App, vm: String| async move {
         vec![
-            ("admin".to_string(), Plane::Arm, t.admin_token(ARM_SCOPE).await),
+            (
+                "admin".to_string(),
+                Plane::Arm,
+                t.admin_token(ARM_SCOPE).await,
+            ),
             (
                 "app".to_string(),
                 Plane::Arm,
-                t.token(&stage_app.client_id, &stage_app.secret, ARM_SCOPE).await,
+                t.token(&stage_app.client_id, &stage_app.secret, ARM_SCOPE)
+                    .await,
             ),
             (
                 "app-vault".to_string(),
                 Plane::Vault,
-                t.token(&stage_app.client_id, &stage_app.secret, VAULT_SCOPE).await,
+                t.token(&stage_app.client_id, &stage_app.secret, VAULT_SCOPE)
+                    .await,
             ),
             ("vm".to_string(), Plane::Arm, mi_token(&t, &vm).await),
         ]
@@ -173,7 +198,10 @@ async fn tokens_survive_restarts_and_rotations(backend: Backend) {
         async move {
             for (label, plane, token) in &held {
                 if let Err(e) = works(&t, stage, *plane, token).await {
-                    panic!("{when}: the {label} token (key {}) is refused: {e}", kid(token));
+                    panic!(
+                        "{when}: the {label} token (key {}) is refused: {e}",
+                        kid(token)
+                    );
                 }
             }
         }
@@ -190,17 +218,29 @@ async fn tokens_survive_restarts_and_rotations(backend: Backend) {
         kids.push(new.clone());
         check_all(t.clone(), held.clone(), format!("after rotation {round}")).await;
         let fresh = take(t.clone(), stage.app.clone(), stage.vm.clone()).await;
-        assert_eq!(kid(&fresh[0].2), new, "new tokens are signed by the new key");
+        assert_eq!(
+            kid(&fresh[0].2),
+            new,
+            "new tokens are signed by the new key"
+        );
         held.extend(fresh);
         let jwks = published(&t).await;
         for k in &kids {
-            assert!(jwks.contains(k), "key {k} left the JWKS while its tokens live");
+            assert!(
+                jwks.contains(k),
+                "key {k} left the JWKS while its tokens live"
+            );
         }
     }
 
     let server = server.restart().await.unwrap();
     t = Target::of(&server);
-    check_all(t.clone(), held.clone(), "after rotations and a restart".into()).await;
+    check_all(
+        t.clone(),
+        held.clone(),
+        "after rotations and a restart".into(),
+    )
+    .await;
     let after = t.admin_token(ARM_SCOPE).await;
     assert_eq!(
         &kid(&after),
@@ -272,7 +312,10 @@ async fn rotation_under_load_fails_nothing(backend: Backend) {
                 match works(&t, &stage, plane, &token).await {
                     Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
                     Err(e) => {
-                        failures.lock().unwrap().push(format!("pooled token, key {}: {e}", kid(&token)));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("pooled token, key {}: {e}", kid(&token)));
                         0
                     }
                 };
@@ -294,13 +337,19 @@ async fn rotation_under_load_fails_nothing(backend: Backend) {
                     .try_token(&stage.app.client_id, &stage.app.secret, ARM_SCOPE)
                     .await;
                 let Some(token) = body["access_token"].as_str() else {
-                    failures.lock().unwrap().push(format!("token endpoint {status}: {body}"));
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("token endpoint {status}: {body}"));
                     continue;
                 };
                 match works(&t, &stage, Plane::Arm, token).await {
                     Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
                     Err(e) => {
-                        failures.lock().unwrap().push(format!("fresh token, key {}: {e}", kid(token)));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("fresh token, key {}: {e}", kid(token)));
                         0
                     }
                 };
@@ -352,5 +401,8 @@ async fn rotation_under_load_fails_nothing(backend: Backend) {
         failures.len(),
         failures.iter().take(5).collect::<Vec<_>>()
     );
-    assert!(ok.load(Ordering::SeqCst) > 100, "too little load to mean anything");
+    assert!(
+        ok.load(Ordering::SeqCst) > 100,
+        "too little load to mean anything"
+    );
 }

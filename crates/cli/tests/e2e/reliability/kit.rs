@@ -380,7 +380,11 @@ pub async fn create_app(t: &Target, graph_token: &str, name: &str) -> App {
         ),
     )
     .await;
-    assert!(password.status == 200 || password.status == 201, "{}", password.text);
+    assert!(
+        password.status == 200 || password.status == 201,
+        "{}",
+        password.text
+    );
     App {
         id,
         object_id: sp.json["id"].as_str().unwrap().to_string(),
@@ -450,7 +454,9 @@ impl Forger {
     }
 
     pub fn sign(&self, claims: &AccessTokenClaims) -> String {
-        lanyard_token::mint(&self.ring, claims).unwrap().access_token
+        lanyard_token::mint(&self.ring, claims)
+            .unwrap()
+            .access_token
     }
 
     /// The `kid` of the current key.
@@ -577,7 +583,6 @@ impl Served {
         assert!(status.success());
         crate::support::wait_exit(&mut self.child, 30)
     }
-
 }
 
 impl Drop for Served {

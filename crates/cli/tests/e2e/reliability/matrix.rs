@@ -119,7 +119,13 @@ async fn http_answers_equal_the_reference_evaluator() {
     for round in 0..ROUNDS {
         // Take away last round's roles, then hand out new ones.
         for (path, _) in live.drain(..) {
-            let r = call(&t.http, Method::DELETE, &t.arm(&format!("{path}?{RA_API}")), bearer(&stage.admin_arm)).await;
+            let r = call(
+                &t.http,
+                Method::DELETE,
+                &t.arm(&format!("{path}?{RA_API}")),
+                bearer(&stage.admin_arm),
+            )
+            .await;
             assert_eq!(r.status, 200, "{}", r.text);
         }
         for p in &principals {
@@ -131,7 +137,14 @@ async fn http_answers_equal_the_reference_evaluator() {
                     continue;
                 }
                 combos.insert((role, scope));
-                let path = assign(t, &stage.admin_arm, &scopes[scope], ROLES[role].1, &p.app.object_id).await;
+                let path = assign(
+                    t,
+                    &stage.admin_arm,
+                    &scopes[scope],
+                    ROLES[role].1,
+                    &p.app.object_id,
+                )
+                .await;
                 let now = time::OffsetDateTime::now_utc();
                 live.push((
                     path,
@@ -172,7 +185,10 @@ async fn http_answers_equal_the_reference_evaluator() {
                 .iter()
                 .map(|a| {
                     (
-                        a["properties"]["scope"].as_str().unwrap().to_ascii_lowercase(),
+                        a["properties"]["scope"]
+                            .as_str()
+                            .unwrap()
+                            .to_ascii_lowercase(),
                         a["properties"]["roleDefinitionId"]
                             .as_str()
                             .unwrap()
@@ -269,7 +285,10 @@ fn disagreement(check: &Check, allowed: bool) -> Option<String> {
         ));
     }
     let shaped = match check.plane {
-        PlaneKind::Arm => matches!(r.code(), "AuthorizationFailed" | "LinkedAuthorizationFailed"),
+        PlaneKind::Arm => matches!(
+            r.code(),
+            "AuthorizationFailed" | "LinkedAuthorizationFailed"
+        ),
         PlaneKind::Vault => {
             r.code() == "Forbidden" && r.json["error"]["innererror"]["code"] == "ForbiddenByRbac"
         }
@@ -286,12 +305,30 @@ async fn stage(server: &TestServer) -> Stage {
     let rg1 = format!("{sub}/resourceGroups/mx1");
     let rg2 = format!("{sub}/resourceGroups/mx2");
     for rg in [&rg1, &rg2] {
-        put_ok(&t, &admin_arm, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+        put_ok(
+            &t,
+            &admin_arm,
+            &format!("{rg}?{RG_API}"),
+            &json!({"location": "local"}),
+        )
+        .await;
     }
     let vm1 = format!("{rg1}/providers/Microsoft.Compute/virtualMachines/vm1");
-    put_ok(&t, &admin_arm, &format!("{vm1}?{VM_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        &t,
+        &admin_arm,
+        &format!("{vm1}?{VM_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let ua1 = format!("{rg1}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ua1");
-    put_ok(&t, &admin_arm, &format!("{ua1}?{UAI_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        &t,
+        &admin_arm,
+        &format!("{ua1}?{UAI_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let vault = format!("{rg1}/providers/Microsoft.KeyVault/vaults/{VAULT}");
     put_ok(
         &t,
@@ -321,7 +358,13 @@ async fn stage(server: &TestServer) -> Stage {
     .await;
     assign(&t, &admin_arm, &account, BLOB_CONTRIBUTOR, &admin).await;
     let st = t.admin_token(STORAGE_SCOPE).await;
-    let r = call(&t.http, Method::PUT, &t.blob(ACCOUNT, &format!("/{CONTAINER}?restype=container")), bearer(&st)).await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &t.blob(ACCOUNT, &format!("/{CONTAINER}?restype=container")),
+        bearer(&st),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = call(
         &t.http,
@@ -376,44 +419,115 @@ async fn operations(s: &Stage, p: &Principal, tag: &str) -> Vec<Check> {
             call(&t.http, method, &t.arm(&path), req).await
         }
     };
-    let mut push = |what: String, needs: Vec<Vec<(String, ActionKind, String)>>, reply: Reply, plane| {
-        out.push(Check {
-            what,
-            needs,
-            reply,
-            plane,
-        })
-    };
+    let mut push =
+        |what: String, needs: Vec<Vec<(String, ActionKind, String)>>, reply: Reply, plane| {
+            out.push(Check {
+                what,
+                needs,
+                reply,
+                plane,
+            })
+        };
 
     // Control plane.
     let r = arm(Method::GET, format!("{}?{RG_API}", s.rg1), None).await;
-    push("GET group mx1".into(), vec![vec![control("Microsoft.Resources/subscriptions/resourceGroups/read", &s.rg1)]], r, PlaneKind::Arm);
+    push(
+        "GET group mx1".into(),
+        vec![vec![control(
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            &s.rg1,
+        )]],
+        r,
+        PlaneKind::Arm,
+    );
     let r = arm(Method::GET, format!("{}?{VM_API}", s.vm1), None).await;
-    push("GET vm1".into(), vec![vec![control("Microsoft.Compute/virtualMachines/read", &s.vm1)]], r, PlaneKind::Arm);
-    let vm_new = format!("{}/providers/Microsoft.Compute/virtualMachines/vm-{tag}", s.rg1);
-    let r = arm(Method::PUT, format!("{vm_new}?{VM_API}"), Some(json!({"location": "local"}))).await;
-    push(format!("PUT {vm_new}"), vec![vec![control("Microsoft.Compute/virtualMachines/write", &vm_new)]], r, PlaneKind::Arm);
-    let vm_linked = format!("{}/providers/Microsoft.Compute/virtualMachines/vl-{tag}", s.rg1);
+    push(
+        "GET vm1".into(),
+        vec![vec![control(
+            "Microsoft.Compute/virtualMachines/read",
+            &s.vm1,
+        )]],
+        r,
+        PlaneKind::Arm,
+    );
+    let vm_new = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm-{tag}",
+        s.rg1
+    );
+    let r = arm(
+        Method::PUT,
+        format!("{vm_new}?{VM_API}"),
+        Some(json!({"location": "local"})),
+    )
+    .await;
+    push(
+        format!("PUT {vm_new}"),
+        vec![vec![control(
+            "Microsoft.Compute/virtualMachines/write",
+            &vm_new,
+        )]],
+        r,
+        PlaneKind::Arm,
+    );
+    let vm_linked = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vl-{tag}",
+        s.rg1
+    );
     let body = json!({"location": "local", "identity": {"type": "UserAssigned", "userAssignedIdentities": {&s.ua1: {}}}});
     let r = arm(Method::PUT, format!("{vm_linked}?{VM_API}"), Some(body)).await;
     push(
         format!("PUT {vm_linked} holding ua1"),
         vec![vec![
             control("Microsoft.Compute/virtualMachines/write", &vm_linked),
-            control("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", &s.ua1),
+            control(
+                "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+                &s.ua1,
+            ),
         ]],
         r,
         PlaneKind::Arm,
     );
-    let ghost = format!("{}/providers/Microsoft.Compute/virtualMachines/ghost-{tag}", s.rg2);
+    let ghost = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/ghost-{tag}",
+        s.rg2
+    );
     let r = arm(Method::DELETE, format!("{ghost}?{VM_API}"), None).await;
-    push(format!("DELETE {ghost}"), vec![vec![control("Microsoft.Compute/virtualMachines/delete", &ghost)]], r, PlaneKind::Arm);
+    push(
+        format!("DELETE {ghost}"),
+        vec![vec![control(
+            "Microsoft.Compute/virtualMachines/delete",
+            &ghost,
+        )]],
+        r,
+        PlaneKind::Arm,
+    );
     let r = arm(Method::GET, format!("{}?{UAI_API}", s.ua1), None).await;
-    push("GET ua1".into(), vec![vec![control("Microsoft.ManagedIdentity/userAssignedIdentities/read", &s.ua1)]], r, PlaneKind::Arm);
+    push(
+        "GET ua1".into(),
+        vec![vec![control(
+            "Microsoft.ManagedIdentity/userAssignedIdentities/read",
+            &s.ua1,
+        )]],
+        r,
+        PlaneKind::Arm,
+    );
     let r = arm(Method::GET, format!("{}?{KV_API}", s.vault), None).await;
-    push("GET vault".into(), vec![vec![control("Microsoft.KeyVault/vaults/read", &s.vault)]], r, PlaneKind::Arm);
+    push(
+        "GET vault".into(),
+        vec![vec![control("Microsoft.KeyVault/vaults/read", &s.vault)]],
+        r,
+        PlaneKind::Arm,
+    );
     let r = arm(Method::GET, format!("{}?{ACCOUNT_API}", s.account), None).await;
-    push("GET account".into(), vec![vec![control("Microsoft.Storage/storageAccounts/read", &s.account)]], r, PlaneKind::Arm);
+    push(
+        "GET account".into(),
+        vec![vec![control(
+            "Microsoft.Storage/storageAccounts/read",
+            &s.account,
+        )]],
+        r,
+        PlaneKind::Arm,
+    );
     let ra = format!(
         "{}/providers/Microsoft.Authorization/roleAssignments/{}",
         s.rg2,
@@ -425,15 +539,43 @@ async fn operations(s: &Stage, p: &Principal, tag: &str) -> Vec<Check> {
     let r = arm(Method::PUT, format!("{ra}?{RA_API}"), Some(body)).await;
     if r.status == 201 {
         // Made for a principal outside the test: take it back so the next try is new again.
-        let d = call(&t.http, Method::DELETE, &t.arm(&format!("{ra}?{RA_API}")), bearer(&s.admin_arm)).await;
+        let d = call(
+            &t.http,
+            Method::DELETE,
+            &t.arm(&format!("{ra}?{RA_API}")),
+            bearer(&s.admin_arm),
+        )
+        .await;
         assert_eq!(d.status, 200, "{}", d.text);
     }
-    push("PUT a role assignment at mx2".into(), vec![vec![control("Microsoft.Authorization/roleAssignments/write", &ra)]], r, PlaneKind::Arm);
+    push(
+        "PUT a role assignment at mx2".into(),
+        vec![vec![control(
+            "Microsoft.Authorization/roleAssignments/write",
+            &ra,
+        )]],
+        r,
+        PlaneKind::Arm,
+    );
 
     // Key Vault.
     let secret = format!("{}/secrets/s1", s.vault);
-    let r = call(&t.http, Method::GET, &t.vault(VAULT, &format!("/secrets/s1?{SECRETS_API}")), bearer(&p.vault)).await;
-    push("get secret s1".into(), vec![vec![data("Microsoft.KeyVault/vaults/secrets/getSecret/action", &secret)]], r, PlaneKind::Vault);
+    let r = call(
+        &t.http,
+        Method::GET,
+        &t.vault(VAULT, &format!("/secrets/s1?{SECRETS_API}")),
+        bearer(&p.vault),
+    )
+    .await;
+    push(
+        "get secret s1".into(),
+        vec![vec![data(
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            &secret,
+        )]],
+        r,
+        PlaneKind::Vault,
+    );
     let name = format!("m-{tag}");
     let r = call(
         &t.http,
@@ -444,12 +586,29 @@ async fn operations(s: &Stage, p: &Principal, tag: &str) -> Vec<Check> {
     .await;
     push(
         format!("set secret {name}"),
-        vec![vec![data("Microsoft.KeyVault/vaults/secrets/setSecret/action", &format!("{}/secrets/{name}", s.vault))]],
+        vec![vec![data(
+            "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+            &format!("{}/secrets/{name}", s.vault),
+        )]],
         r,
         PlaneKind::Vault,
     );
-    let r = call(&t.http, Method::GET, &t.vault(VAULT, &format!("/secrets?{SECRETS_API}")), bearer(&p.vault)).await;
-    push("list secrets".into(), vec![vec![data("Microsoft.KeyVault/vaults/secrets/readMetadata/action", &s.vault)]], r, PlaneKind::Vault);
+    let r = call(
+        &t.http,
+        Method::GET,
+        &t.vault(VAULT, &format!("/secrets?{SECRETS_API}")),
+        bearer(&p.vault),
+    )
+    .await;
+    push(
+        "list secrets".into(),
+        vec![vec![data(
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+            &s.vault,
+        )]],
+        r,
+        PlaneKind::Vault,
+    );
 
     // Blob storage.
     let blob = |method: Method, path: String, body: Option<Vec<u8>>| {
@@ -469,33 +628,76 @@ async fn operations(s: &Stage, p: &Principal, tag: &str) -> Vec<Check> {
     };
     let c = &s.container_scope;
     let r = blob(Method::GET, format!("/{CONTAINER}/b1"), None).await;
-    push("read blob box1/b1".into(), vec![vec![data("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read", c)]], r, PlaneKind::Blob);
-    let r = blob(Method::PUT, format!("/{CONTAINER}/n-{tag}"), Some(b"new".to_vec())).await;
+    push(
+        "read blob box1/b1".into(),
+        vec![vec![data(
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+            c,
+        )]],
+        r,
+        PlaneKind::Blob,
+    );
+    let r = blob(
+        Method::PUT,
+        format!("/{CONTAINER}/n-{tag}"),
+        Some(b"new".to_vec()),
+    )
+    .await;
     push(
         format!("write new blob box1/n-{tag}"),
         vec![
-            vec![data("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write", c)],
-            vec![data("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action", c)],
+            vec![data(
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+                c,
+            )],
+            vec![data(
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
+                c,
+            )],
         ],
         r,
         PlaneKind::Blob,
     );
-    let r = blob(Method::PUT, format!("/{CONTAINER}/b1"), Some(b"overwrite".to_vec())).await;
+    let r = blob(
+        Method::PUT,
+        format!("/{CONTAINER}/b1"),
+        Some(b"overwrite".to_vec()),
+    )
+    .await;
     push(
         "overwrite blob box1/b1".into(),
-        vec![vec![data("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write", c)]],
+        vec![vec![data(
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+            c,
+        )]],
         r,
         PlaneKind::Blob,
     );
     let r = blob(Method::GET, format!("/{CONTAINER}?restype=container"), None).await;
-    push("container box1 properties".into(), vec![vec![control("Microsoft.Storage/storageAccounts/blobServices/containers/read", c)]], r, PlaneKind::Blob);
+    push(
+        "container box1 properties".into(),
+        vec![vec![control(
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            c,
+        )]],
+        r,
+        PlaneKind::Blob,
+    );
     let new_container = format!("c-{tag}");
-    let r = blob(Method::PUT, format!("/{new_container}?restype=container"), None).await;
+    let r = blob(
+        Method::PUT,
+        format!("/{new_container}?restype=container"),
+        None,
+    )
+    .await;
     push(
         format!("create container {new_container}"),
         vec![vec![control(
             "Microsoft.Storage/storageAccounts/blobServices/containers/write",
-            &format!("{}/blobServices/default/containers/{new_container}", s.account),
+            &format!(
+                "{}/blobServices/default/containers/{new_container}",
+                s.account
+            ),
         )]],
         r,
         PlaneKind::Blob,

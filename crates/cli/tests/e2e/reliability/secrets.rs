@@ -48,7 +48,13 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let log = tmp.path().join("serve.log");
-    let mut served = Served::start(&dir, free_port(), url.as_deref(), &log, &[("LANYARD_LOG", "debug")]);
+    let mut served = Served::start(
+        &dir,
+        free_port(),
+        url.as_deref(),
+        &log,
+        &[("LANYARD_LOG", "debug")],
+    );
     let t = served.ready(&dir).await;
     let mut secrets: Vec<Secret> = Vec::new();
     secrets.push(Secret {
@@ -61,9 +67,17 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
     let graph = t.admin_token(GRAPH_SCOPE).await;
     let kv = t.admin_token(VAULT_SCOPE).await;
     let st = t.admin_token(STORAGE_SCOPE).await;
-    for (what, token) in [("ARM", &arm), ("Graph", &graph), ("vault", &kv), ("storage", &st)] {
+    for (what, token) in [
+        ("ARM", &arm),
+        ("Graph", &graph),
+        ("vault", &kv),
+        ("storage", &st),
+    ] {
         // The signature is what makes a token usable; it must never be stored or logged.
-        secrets.push(secret(format!("the administrator's {what} token"), token.rsplit('.').next().unwrap()));
+        secrets.push(secret(
+            format!("the administrator's {what} token"),
+            token.rsplit('.').next().unwrap(),
+        ));
     }
 
     // Control data, meant to be stored: the search must find them.
@@ -71,7 +85,13 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
     let blob_marker = format!("blobcontentmarker{}", rng.word(16));
 
     let rg = format!("{}/resourceGroups/secrets", t.subscription());
-    put_ok(&t, &arm, &format!("{rg}?{RG_API}"), &json!({"location": "local", "tags": {"t": tag_marker}})).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local", "tags": {"t": tag_marker}}),
+    )
+    .await;
 
     // Client secrets: two passwords, both used; a wrong one tried.
     let app = create_app(&t, &graph, "secrets-app").await;
@@ -80,10 +100,17 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
         &t.http,
         Method::POST,
         &t.arm(&format!("/v1.0/applications/{}/addPassword", app.id)),
-        bearer_json(&graph, &json!({"passwordCredential": {"displayName": "second"}})),
+        bearer_json(
+            &graph,
+            &json!({"passwordCredential": {"displayName": "second"}}),
+        ),
     )
     .await;
-    assert!(second.status == 200 || second.status == 201, "{}", second.text);
+    assert!(
+        second.status == 200 || second.status == 201,
+        "{}",
+        second.text
+    );
     let second = second.json["secretText"].as_str().unwrap().to_string();
     secrets.push(secret("a second addPassword secret", &second));
     for s in [&app.secret, &second] {
@@ -105,12 +132,22 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
             "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": true}}),
     )
     .await;
-    assign(&t, &arm, &vault, KV_SECRETS_OFFICER, &t.admin.object_id.to_string()).await;
+    assign(
+        &t,
+        &arm,
+        &vault,
+        KV_SECRETS_OFFICER,
+        &t.admin.object_id.to_string(),
+    )
+    .await;
     let values = [
         format!("db-password-{}", rng.word(24)),
         format!("ünïcödé-ключ-🔑-{}", rng.word(12)),
         format!("{{\"json\": \"inside\", \"k\": \"{}\"}}", rng.word(20)),
-        format!("-----BEGIN FAKE KEY-----\n{}\n-----END FAKE KEY-----", rng.word(64)),
+        format!(
+            "-----BEGIN FAKE KEY-----\n{}\n-----END FAKE KEY-----",
+            rng.word(64)
+        ),
     ];
     for (i, v) in values.iter().enumerate() {
         let r = call(
@@ -126,27 +163,73 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
     let kvurl = |p: &str| t.vault("kvsecrets", &format!("{p}?{SECRETS_API}"));
     let r = call(&t.http, Method::GET, &kvurl("/secrets/s0"), bearer(&kv)).await;
     assert_eq!(r.json["value"], values[0].as_str());
-    let r = call(&t.http, Method::PATCH, &kvurl("/secrets/s0"), bearer_json(&kv, &json!({"tags": {"a": "b"}}))).await;
+    let r = call(
+        &t.http,
+        Method::PATCH,
+        &kvurl("/secrets/s0"),
+        bearer_json(&kv, &json!({"tags": {"a": "b"}})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = call(&t.http, Method::POST, &kvurl("/secrets/s1/backup"), bearer(&kv)).await;
+    let r = call(
+        &t.http,
+        Method::POST,
+        &kvurl("/secrets/s1/backup"),
+        bearer(&kv),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = call(&t.http, Method::DELETE, &kvurl("/secrets/s2"), bearer(&kv)).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = call(&t.http, Method::POST, &kvurl("/deletedsecrets/s2/recover"), bearer(&kv)).await;
+    let r = call(
+        &t.http,
+        Method::POST,
+        &kvurl("/deletedsecrets/s2/recover"),
+        bearer(&kv),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     // A value someone without permission tried to write.
     let refused_value = format!("refused-{}", rng.word(24));
     let app_kv = t.token(&app.client_id, &app.secret, VAULT_SCOPE).await;
-    let r = call(&t.http, Method::PUT, &kvurl("/secrets/nope"), bearer_json(&app_kv, &json!({"value": refused_value}))).await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &kvurl("/secrets/nope"),
+        bearer_json(&app_kv, &json!({"value": refused_value})),
+    )
+    .await;
     assert_eq!(r.status, 403, "{}", r.text);
     secrets.push(secret("a value refused by RBAC", &refused_value));
-    secrets.push(secret("an app's vault token", app_kv.rsplit('.').next().unwrap()));
+    secrets.push(secret(
+        "an app's vault token",
+        app_kv.rsplit('.').next().unwrap(),
+    ));
 
     // A blob with metadata, and a session's identity header.
     let account = format!("{rg}/providers/Microsoft.Storage/storageAccounts/stsecrets");
-    put_ok(&t, &arm, &format!("{account}?{ACCOUNT_API}"), &json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
-    assign(&t, &arm, &account, BLOB_CONTRIBUTOR, &t.admin.object_id.to_string()).await;
-    let r = call(&t.http, Method::PUT, &t.blob("stsecrets", "/box1?restype=container"), bearer(&st)).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{account}?{ACCOUNT_API}"),
+        &json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+    )
+    .await;
+    assign(
+        &t,
+        &arm,
+        &account,
+        BLOB_CONTRIBUTOR,
+        &t.admin.object_id.to_string(),
+    )
+    .await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &t.blob("stsecrets", "/box1?restype=container"),
+        bearer(&st),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = call(
         &t.http,
@@ -155,20 +238,38 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
         Req {
             token: Some(&st),
             body: Some((blob_marker.clone().into_bytes(), "text/plain")),
-            headers: vec![("x-ms-blob-type", "BlockBlob".into()), ("x-ms-meta-owner", "reliability".into())],
+            headers: vec![
+                ("x-ms-blob-type", "BlockBlob".into()),
+                ("x-ms-meta-owner", "reliability".into()),
+            ],
             ..Default::default()
         },
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
-    put_ok(&t, &arm, &format!("{vm}?{VM_API}"), &json!({"location": "local", "identity": {"type": "SystemAssigned"}})).await;
-    let session = call(&t.http, Method::POST, &t.arm("/lanyard/sessions"), bearer_json(&arm, &json!({"resource": vm}))).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{vm}?{VM_API}"),
+        &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
+    )
+    .await;
+    let session = call(
+        &t.http,
+        Method::POST,
+        &t.arm("/lanyard/sessions"),
+        bearer_json(&arm, &json!({"resource": vm})),
+    )
+    .await;
     assert_eq!(session.status, 201, "{}", session.text);
     let header = session.json["identityHeader"].as_str().unwrap().to_string();
     let session_id = session.json["id"].as_str().unwrap().to_string();
     let r = reqwest::Client::new()
-        .get(format!("{}?api-version=2019-08-01&resource=https://vault.azure.net", session.json["identityEndpoint"].as_str().unwrap()))
+        .get(format!(
+            "{}?api-version=2019-08-01&resource=https://vault.azure.net",
+            session.json["identityEndpoint"].as_str().unwrap()
+        ))
         .header("X-IDENTITY-HEADER", &header)
         .send()
         .await
@@ -176,14 +277,32 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
     assert_eq!(r.status(), 200);
     let mi: serde_json::Value = r.json().await.unwrap();
     secrets.push(secret("a session's identity header", &header));
-    secrets.push(secret("a managed identity's token", mi["access_token"].as_str().unwrap().rsplit('.').next().unwrap()));
+    secrets.push(secret(
+        "a managed identity's token",
+        mi["access_token"]
+            .as_str()
+            .unwrap()
+            .rsplit('.')
+            .next()
+            .unwrap(),
+    ));
 
     // Key material.
     let kek_text = std::fs::read_to_string(dir.join("kek")).unwrap();
-    let kek_raw = base64::engine::general_purpose::STANDARD.decode(kek_text.trim()).unwrap();
-    secrets.push(Secret { what: "the key-encryption key".into(), bytes: kek_raw, allowed_in: &["kek"] });
+    let kek_raw = base64::engine::general_purpose::STANDARD
+        .decode(kek_text.trim())
+        .unwrap();
+    secrets.push(Secret {
+        what: "the key-encryption key".into(),
+        bytes: kek_raw,
+        allowed_in: &["kek"],
+    });
     let ca_key = pem_body(&std::fs::read_to_string(dir.join("ca-key.pem")).unwrap());
-    secrets.push(Secret { what: "the CA's private key".into(), bytes: ca_key, allowed_in: &["ca-key.pem"] });
+    secrets.push(Secret {
+        what: "the CA's private key".into(),
+        bytes: ca_key,
+        allowed_in: &["ca-key.pem"],
+    });
     for (kid, pkcs8) in signing_keys(&dir, url.as_deref()).await {
         secrets.push(secret(format!("signing key {kid} (PKCS#8)"), pkcs8));
     }
@@ -202,7 +321,12 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
         }
         scanned += bytes.len();
         found_tag |= contains(&bytes, tag_marker.as_bytes());
-        problems.extend(leaks(&secrets, "the running database (file + WAL)", &bytes, "lanyard.db"));
+        problems.extend(leaks(
+            &secrets,
+            "the running database (file + WAL)",
+            &bytes,
+            "lanyard.db",
+        ));
     }
 
     // 2. Stopped cleanly: every file of the data directory, the blob tree and the log.
@@ -221,24 +345,48 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
     let log_bytes = std::fs::read(&log).unwrap();
     scanned += log_bytes.len();
     problems.extend(leaks(&secrets, "the server log", &log_bytes, "serve.log"));
-    let debug_lines = String::from_utf8_lossy(&log_bytes).lines().filter(|l| l.contains("DEBUG")).count();
-    assert!(contains(&log_bytes, session_id.as_bytes()), "control: the session's id is not in the log; the search is blind");
-    assert!(debug_lines > 0, "the log has no debug lines: LANYARD_LOG=debug was not honoured");
+    let debug_lines = String::from_utf8_lossy(&log_bytes)
+        .lines()
+        .filter(|l| l.contains("DEBUG"))
+        .count();
+    assert!(
+        contains(&log_bytes, session_id.as_bytes()),
+        "control: the session's id is not in the log; the search is blind"
+    );
+    assert!(
+        debug_lines > 0,
+        "the log has no debug lines: LANYARD_LOG=debug was not honoured"
+    );
 
     // PostgreSQL: every row of every table, as text.
     if let Some(url) = &url {
         let dump = pg_dump(url).await;
         scanned += dump.len();
         found_tag |= contains(&dump, tag_marker.as_bytes());
-        problems.extend(leaks(&secrets, "the PostgreSQL database", &dump, "postgres"));
+        problems.extend(leaks(
+            &secrets,
+            "the PostgreSQL database",
+            &dump,
+            "postgres",
+        ));
     }
-    assert!(found_tag, "control: the group's tag was not found in the database; the search is blind");
-    assert!(found_blob, "control: the blob's content was not found under blobs/; the search is blind");
+    assert!(
+        found_tag,
+        "control: the group's tag was not found in the database; the search is blind"
+    );
+    assert!(
+        found_blob,
+        "control: the blob's content was not found under blobs/; the search is blind"
+    );
 
     // Key files are private.
     let mut modes = BTreeMap::new();
     for name in ["kek", "ca-key.pem", "admin.json"] {
-        let mode = std::fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         modes.insert(name.to_string(), mode);
     }
     for path in files_under(&dir) {
@@ -253,7 +401,10 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
             problems.push(format!("{name} has mode {mode:o}, not 600"));
         }
     }
-    let modes: BTreeMap<String, String> = modes.into_iter().map(|(k, m)| (k, format!("{m:o}"))).collect();
+    let modes: BTreeMap<String, String> = modes
+        .into_iter()
+        .map(|(k, m)| (k, format!("{m:o}")))
+        .collect();
     println!(
         "secrets::{backend:?}: {} secret values and keys searched for in {} bytes (database, data directory, blobs, {} log lines); key file modes {modes:?}; {} leaks",
         secrets.len(),
@@ -316,7 +467,7 @@ fn encodings(v: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
             let start = if offset == 0 { 0 } else { 4 };
             let end = text.len().saturating_sub(4);
             if end > start {
-                out.push((name, text[start..end].as_bytes().to_vec()));
+                out.push((name, text.as_bytes()[start..end].to_vec()));
             }
         }
     }
@@ -324,11 +475,20 @@ fn encodings(v: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     out.push(("HEX", hex_lower(v).to_ascii_uppercase().into_bytes()));
     if let Ok(text) = std::str::from_utf8(v) {
         let json = serde_json::to_string(text).unwrap();
-        out.push(("JSON-escaped", json[1..json.len() - 1].as_bytes().to_vec()));
-        out.push(("percent-encoded", urlencoding::encode(text).into_owned().into_bytes()));
+        out.push(("JSON-escaped", json.as_bytes()[1..json.len() - 1].to_vec()));
+        out.push((
+            "percent-encoded",
+            urlencoding::encode(text).into_owned().into_bytes(),
+        ));
         let ascii_json: String = text
             .chars()
-            .map(|c| if c.is_ascii() { c.to_string() } else { format!("\\u{:04x}", c as u32) })
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    format!("\\u{:04x}", c as u32)
+                }
+            })
             .collect();
         out.push(("JSON \\u-escaped", ascii_json.into_bytes()));
     }
@@ -380,7 +540,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// The DER inside a PEM file.
 fn pem_body(pem: &str) -> Vec<u8> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(b64.trim()).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap()
 }
 
 /// Every stored signing key's PKCS#8, unsealed with the data directory's KEK.

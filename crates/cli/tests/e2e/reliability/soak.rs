@@ -101,20 +101,42 @@ async fn soak() {
     let pid = served.child.id();
     println!(
         "soak: lanyard serve pid {pid} on 127.0.0.1:{port} ({}), {minutes} min at {:.0}% of peak",
-        if cfg!(debug_assertions) { "debug build" } else { "release build" },
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        },
         fraction * 100.0
     );
 
     // Stage: VMs with system identities, each with a session.
     let arm = t.admin_token(ARM_SCOPE).await;
     let rg = format!("{}/resourceGroups/soak", t.subscription());
-    put_ok(&t, &arm, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let mut shots = Vec::new();
     let mut sessions = Vec::new();
     for i in 0..VMS {
         let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm{i}");
-        put_ok(&t, &arm, &format!("{vm}?{VM_API}"), &json!({"location": "local", "identity": {"type": "SystemAssigned"}})).await;
-        let s = call(&t.http, Method::POST, &t.arm("/lanyard/sessions"), bearer_json(&arm, &json!({"resource": vm}))).await;
+        put_ok(
+            &t,
+            &arm,
+            &format!("{vm}?{VM_API}"),
+            &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
+        )
+        .await;
+        let s = call(
+            &t.http,
+            Method::POST,
+            &t.arm("/lanyard/sessions"),
+            bearer_json(&arm, &json!({"resource": vm})),
+        )
+        .await;
         assert_eq!(s.status, 201, "{}", s.text);
         sessions.push(s.json["id"].as_str().unwrap().to_string());
         shots.push(Shot::Imds(format!(
@@ -131,7 +153,9 @@ async fn soak() {
         ));
         shots.push(Shot::Arm(format!("{rg}?{RG_API}")));
     }
-    shots.push(Shot::Arm(format!("{rg}/providers/Microsoft.Compute/virtualMachines?{VM_API}")));
+    shots.push(Shot::Arm(format!(
+        "{rg}/providers/Microsoft.Compute/virtualMachines?{VM_API}"
+    )));
     let mix = Arc::new(Mix {
         shots,
         arm_token: arm.clone(),
@@ -151,7 +175,13 @@ async fn soak() {
             loop {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 for id in &sessions {
-                    let r = call(&t.http, Method::POST, &t.arm(&format!("/lanyard/sessions/{id}/renew")), bearer(&arm)).await;
+                    let r = call(
+                        &t.http,
+                        Method::POST,
+                        &t.arm(&format!("/lanyard/sessions/{id}/renew")),
+                        bearer(&arm),
+                    )
+                    .await;
                     assert_eq!(r.status, 200, "renewing a session: {}", r.text);
                 }
             }
@@ -230,7 +260,10 @@ async fn soak() {
         }
     }
     // Let the last requests finish.
-    let _ = outstanding.acquire_many(MAX_OUTSTANDING as u32).await.unwrap();
+    let _ = outstanding
+        .acquire_many(MAX_OUTSTANDING as u32)
+        .await
+        .unwrap();
     if let Some(kib) = rss_kib(pid) {
         samples.push((start.elapsed().as_secs_f64(), kib));
     }
@@ -242,7 +275,12 @@ async fn soak() {
     let shed = tally.shed.load(Ordering::SeqCst);
     let mut lat = tally.latencies_us.lock().unwrap().clone();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     // Baseline: the first sample after a tenth of the hold (caches and pools warmed).
     let baseline = samples
         .iter()
@@ -275,7 +313,13 @@ async fn soak() {
         std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     }
     let status = served.terminate();
-    assert!(status.success(), "the server did not stop cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "the server did not stop cleanly: {status:?}"
+    );
     assert_eq!(errors + shed, 0, "errors during the soak");
-    assert!(drift <= 10.0, "RSS drifted {drift:.1}% (baseline {baseline} KiB, end {end} KiB)");
+    assert!(
+        drift <= 10.0,
+        "RSS drifted {drift:.1}% (baseline {baseline} KiB, end {end} KiB)"
+    );
 }

@@ -106,7 +106,13 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
     let graph = t.admin_token(GRAPH_SCOPE).await;
     let admin = t.admin.object_id.to_string();
     let rg = format!("{}/resourceGroups/attacks", t.subscription());
-    put_ok(&t, &arm, &format!("{rg}?{RG_API}"), &json!({"location": "local"})).await;
+    put_ok(
+        &t,
+        &arm,
+        &format!("{rg}?{RG_API}"),
+        &json!({"location": "local"}),
+    )
+    .await;
     let vault = format!("{rg}/providers/Microsoft.KeyVault/vaults/{VAULT}");
     put_ok(
         &t,
@@ -128,9 +134,21 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
     assign(&t, &arm, &account, BLOB_CONTRIBUTOR, &admin).await;
     let kv = t.admin_token(VAULT_SCOPE).await;
     let st = t.admin_token(STORAGE_SCOPE).await;
-    let r = call(&t.http, Method::PUT, &t.vault(VAULT, &format!("/secrets/s1?{SECRETS_API}")), bearer_json(&kv, &json!({"value": "v"}))).await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &t.vault(VAULT, &format!("/secrets/s1?{SECRETS_API}")),
+        bearer_json(&kv, &json!({"value": "v"})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = call(&t.http, Method::PUT, &t.blob(ACCOUNT, "/box1?restype=container"), bearer(&st)).await;
+    let r = call(
+        &t.http,
+        Method::PUT,
+        &t.blob(ACCOUNT, "/box1?restype=container"),
+        bearer(&st),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = call(
         &t.http,
@@ -151,8 +169,18 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
     assign(&t, &arm, &rg, READER, &app.object_id).await;
     assign(&t, &arm, &vault, KV_SECRETS_USER, &app.object_id).await;
     assign(&t, &arm, &account, BLOB_READER, &app.object_id).await;
-    let forger = Forger::load(&server.data_dir, server.database_url.as_deref(), t.admin.tenant_id).await;
-    let s = Stage { t: t.clone(), rg, app, forger };
+    let forger = Forger::load(
+        &server.data_dir,
+        server.database_url.as_deref(),
+        t.admin.tenant_id,
+    )
+    .await;
+    let s = Stage {
+        t: t.clone(),
+        rg,
+        app,
+        forger,
+    };
 
     let planes = [Plane::Arm, Plane::Vault, Plane::Blob];
     let mut problems = Vec::new();
@@ -165,9 +193,17 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
         let token = t.token(&s.app.client_id, &s.app.secret, &scope).await;
         let r = s.probe(plane, &token).await;
         assert_eq!(r.status, 200, "{plane:?} with a real token: {}", r.text);
-        let honest = s.forger.sign(&s.forger.claims(&s.app.object_id, &s.app.client_id, Stage::audience(plane)));
+        let honest = s.forger.sign(&s.forger.claims(
+            &s.app.object_id,
+            &s.app.client_id,
+            Stage::audience(plane),
+        ));
         let r = s.probe(plane, &honest).await;
-        assert_eq!(r.status, 200, "{plane:?} with honest claims under the real key: {}", r.text);
+        assert_eq!(
+            r.status, 200,
+            "{plane:?} with honest claims under the real key: {}",
+            r.text
+        );
         real.insert(plane, token);
     }
 
@@ -183,11 +219,19 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
             Plane::Arm => &real[&Plane::Vault],
             _ => &real[&Plane::Arm],
         };
-        attacks.push(("a real token for another audience", Why::Audience, other.clone()));
+        attacks.push((
+            "a real token for another audience",
+            Why::Audience,
+            other.clone(),
+        ));
         attacks.push(("a real token for Graph", Why::Audience, graph.clone()));
         let mut c = base.clone();
         c.aud = format!("{aud}.evil.example");
-        attacks.push(("our key, another audience", Why::Audience, s.forger.sign(&c)));
+        attacks.push((
+            "our key, another audience",
+            Why::Audience,
+            s.forger.sign(&c),
+        ));
 
         // Another tenant, another issuer.
         let mut c = base.clone();
@@ -196,7 +240,11 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
         attacks.push(("our key, another tenant", Why::Tenant, s.forger.sign(&c)));
         let mut c = base.clone();
         c.iss = lanyard_token::IssuerConfig::default().v1(other_tenant);
-        attacks.push(("our key, our tenant, another tenant's issuer", Why::Tenant, s.forger.sign(&c)));
+        attacks.push((
+            "our key, our tenant, another tenant's issuer",
+            Why::Tenant,
+            s.forger.sign(&c),
+        ));
         let mut c = base.clone();
         c.iss = format!("https://evil.example/{}/", s.forger.tenant);
         attacks.push(("our key, a foreign issuer", Why::Tenant, s.forger.sign(&c)));
@@ -227,7 +275,11 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
         attacks.push((
             "signed by another key under our kid",
             Why::Invalid,
-            sign_with(&stranger, &json!({"typ": "JWT", "alg": "RS256", "kid": kid, "x5t": kid}), &c),
+            sign_with(
+                &stranger,
+                &json!({"typ": "JWT", "alg": "RS256", "kid": kid, "x5t": kid}),
+                &c,
+            ),
         ));
         attacks.push((
             "signed by a key we never issued",
@@ -235,16 +287,39 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
             sign_with(&stranger, &json!({"typ": "JWT", "alg": "RS256", "kid": "never-issued", "x5t": "never-issued"}), &base),
         ));
         let claims = b64url(&serde_json::to_vec(&base).unwrap());
-        let none = b64url(&serde_json::to_vec(&json!({"typ": "JWT", "alg": "none", "kid": kid})).unwrap());
-        attacks.push(("alg none, empty signature", Why::Invalid, format!("{none}.{claims}.")));
-        attacks.push(("alg none, some signature", Why::Invalid, format!("{none}.{claims}.AAAA")));
-        let none_upper = b64url(&serde_json::to_vec(&json!({"typ": "JWT", "alg": "None", "kid": kid})).unwrap());
-        attacks.push(("alg None", Why::Invalid, format!("{none_upper}.{claims}.AAAA")));
+        let none =
+            b64url(&serde_json::to_vec(&json!({"typ": "JWT", "alg": "none", "kid": kid})).unwrap());
+        attacks.push((
+            "alg none, empty signature",
+            Why::Invalid,
+            format!("{none}.{claims}."),
+        ));
+        attacks.push((
+            "alg none, some signature",
+            Why::Invalid,
+            format!("{none}.{claims}.AAAA"),
+        ));
+        let none_upper =
+            b64url(&serde_json::to_vec(&json!({"typ": "JWT", "alg": "None", "kid": kid})).unwrap());
+        attacks.push((
+            "alg None",
+            Why::Invalid,
+            format!("{none_upper}.{claims}.AAAA"),
+        ));
         for (what, key) in public_key_forms(&t).await {
-            let header = b64url(&serde_json::to_vec(&json!({"typ": "JWT", "alg": "HS256", "kid": kid})).unwrap());
+            let header = b64url(
+                &serde_json::to_vec(&json!({"typ": "JWT", "alg": "HS256", "kid": kid})).unwrap(),
+            );
             let input = format!("{header}.{claims}");
-            let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key), input.as_bytes());
-            attacks.push((what, Why::Invalid, format!("{input}.{}", b64url(tag.as_ref()))));
+            let tag = ring::hmac::sign(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+                input.as_bytes(),
+            );
+            attacks.push((
+                what,
+                Why::Invalid,
+                format!("{input}.{}", b64url(tag.as_ref())),
+            ));
         }
         attacks.push(("not a JWT", Why::Invalid, "not-a-token".into()));
 
@@ -258,7 +333,13 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
     }
 
     // A principal deleted since its tokens were issued: refused at once, everywhere.
-    let r = call(&t.http, Method::DELETE, &t.arm(&format!("/v1.0/applications/{}", s.app.id)), bearer(&graph)).await;
+    let r = call(
+        &t.http,
+        Method::DELETE,
+        &t.arm(&format!("/v1.0/applications/{}", s.app.id)),
+        bearer(&graph),
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text);
     for plane in planes {
         let r = s.probe(plane, &real[&plane]).await;
@@ -268,17 +349,26 @@ async fn forged_foreign_stale_and_revoked_tokens_get_401() {
         }
     }
     // And its secret no longer gets a new one.
-    let (status, body) = t.try_token(&s.app.client_id, &s.app.secret, ARM_SCOPE).await;
+    let (status, body) = t
+        .try_token(&s.app.client_id, &s.app.secret, ARM_SCOPE)
+        .await;
     if status == 200 {
         problems.push(format!("a deleted app still gets tokens: {body}"));
     }
 
-    println!("token_attacks: {refused} attacks on 3 planes, {} answered wrongly", problems.len());
+    println!(
+        "token_attacks: {refused} attacks on 3 planes, {} answered wrongly",
+        problems.len()
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// A compact JWS of `claims` under `header`, signed (RS256) by `key`.
-fn sign_with(key: &lanyard_token::SigningKey, header: &serde_json::Value, claims: &impl serde::Serialize) -> String {
+fn sign_with(
+    key: &lanyard_token::SigningKey,
+    header: &serde_json::Value,
+    claims: &impl serde::Serialize,
+) -> String {
     let input = format!(
         "{}.{}",
         b64url(&serde_json::to_vec(header).unwrap()),
@@ -291,10 +381,18 @@ fn sign_with(key: &lanyard_token::SigningKey, header: &serde_json::Value, claims
 /// The published public key in the forms an HS256 confusion attack would use as the HMAC key.
 async fn public_key_forms(t: &Target) -> Vec<(&'static str, Vec<u8>)> {
     use base64::Engine;
-    let r = call(&t.http, Method::GET, &t.arm("/common/discovery/keys"), Req::default()).await;
+    let r = call(
+        &t.http,
+        Method::GET,
+        &t.arm("/common/discovery/keys"),
+        Req::default(),
+    )
+    .await;
     let jwk = &r.json["keys"][0];
     let cert_b64 = jwk["x5c"][0].as_str().unwrap().to_string();
-    let der = base64::engine::general_purpose::STANDARD.decode(&cert_b64).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(&cert_b64)
+        .unwrap();
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
     for chunk in cert_b64.as_bytes().chunks(64) {
         pem.push_str(std::str::from_utf8(chunk).unwrap());
@@ -304,7 +402,10 @@ async fn public_key_forms(t: &Target) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("HS256 keyed with our certificate (DER)", der),
         ("HS256 keyed with our certificate (PEM)", pem.into_bytes()),
-        ("HS256 keyed with our modulus", b64url_decode(jwk["n"].as_str().unwrap())),
+        (
+            "HS256 keyed with our modulus",
+            b64url_decode(jwk["n"].as_str().unwrap()),
+        ),
         ("HS256 keyed with our JWK", jwk.to_string().into_bytes()),
     ]
 }
