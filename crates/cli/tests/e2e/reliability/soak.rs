@@ -24,6 +24,16 @@ use crate::support::free_port;
 const VMS: usize = 4;
 const CONCURRENCY: usize = 16;
 
+/// The machine's load averages (1, 5, 15 min): the cores are shared with whatever else runs.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn setting(name: &str, default: f64) -> f64 {
     std::env::var(name)
         .ok()
@@ -225,7 +235,7 @@ async fn soak() {
     );
 
     // Phase 2: `rate` for `minutes`, sampling RSS. Request i is due at start + i / rate;
-    // a fixed set of clients (twice the peak's) takes the next due request, waits for its
+    // a fixed set of clients (as many as measured the peak) takes the next due request, waits for its
     // time and sends it, so a slow server makes requests late (counted in their latency,
     // from when they were due) instead of opening ever more connections.
     let tally = Arc::new(Tally::default());
@@ -233,7 +243,8 @@ async fn soak() {
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
-    for _ in 0..CONCURRENCY * 2 {
+    let load_before = loadavg();
+    for _ in 0..CONCURRENCY {
         let (mix, tally, next) = (Arc::clone(&mix), Arc::clone(&tally), Arc::clone(&next));
         clients.push(tokio::spawn(async move {
             loop {
@@ -305,6 +316,9 @@ async fn soak() {
         "latencyMs": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
         "rssKiB": {"baseline": baseline, "end": end, "max": max, "driftPercent": drift},
         "rssSamples": samples.len(),
+        "lateAtEndSeconds": (elapsed - hold.as_secs_f64()).max(0.0),
+        "loadAverage": {"before": load_before, "after": loadavg()},
+        "clients": CONCURRENCY,
         "mix": "per 17 requests: 4 IMDS tokens, 4 App Service tokens, 8 control-plane GETs of a VM or the group, 1 VM list",
     });
     println!("soak: {}", serde_json::to_string_pretty(&report).unwrap());
