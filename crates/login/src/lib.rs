@@ -12,7 +12,8 @@
 //! - [`discovery`]: the v1 and v2 OpenID configuration documents and tenant names.
 //! - [`form`]: the token request: form body, HTTP Basic client authentication, resource.
 //! - [`token`]: the token endpoints: client secret, certificate assertion, federated
-//!   assertion; v1/v2 responses; the sign-in log.
+//!   assertion; v1/v2 responses.
+//! - [`audit`]: the sign-in log of the token endpoints, written with group commits.
 //! - [`federation`]: external issuers' keys, fetched over HTTPS (trusting
 //!   `LANYARD_EXTRA_CA_FILE` too) and cached with a TTL.
 //! - [`apps`]: how applications, service principals and their credentials are stored, and
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod apps;
+pub mod audit;
 pub mod discovery;
 pub mod errors;
 pub mod federation;

@@ -3,7 +3,8 @@
 //! federated assertion from an external issuer.
 //!
 //! [`TokenService::request`] authenticates the client and issues the token; every outcome,
-//! issued or refused, is written to the sign-in log before the client hears it.
+//! issued or refused, is written to the sign-in log before the client hears it (with group
+//! commits: [`crate::audit`]).
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use lanyard_domain::{PrincipalKind, ResourceId, ServicePrincipalSource};
 use lanyard_platform::AppState;
-use lanyard_storage::{Batch, Change, ResourceQuery, SignInRecord};
+use lanyard_storage::{ResourceQuery, SignInRecord};
 use lanyard_token::credentials::{verify_client_assertion, verify_federated_assertion_with_keys};
 use lanyard_token::{
     peek_unverified_issuer, AssertionError, ClientAuthMethod, FederatedCredential, TokenRequest,
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::apps::Credentials;
+use crate::audit::SignInLog;
 use crate::discovery::{resolve_tenant, token_endpoint_audiences};
 use crate::errors::TokenError;
 use crate::federation::{FetchError, IssuerKeys};
@@ -56,12 +58,14 @@ struct Issued {
 pub struct TokenService {
     state: AppState,
     issuers: IssuerKeys,
+    sign_ins: SignInLog,
     tenant_created: tokio::sync::OnceCell<i64>,
 }
 
 impl TokenService {
     pub fn new(state: AppState) -> Self {
         Self {
+            sign_ins: SignInLog::start(state.clone()),
             state,
             issuers: IssuerKeys::new(),
             tenant_created: tokio::sync::OnceCell::new(),
@@ -119,9 +123,7 @@ impl TokenService {
             result: result.into(),
             reason,
         };
-        self.state
-            .commit(Batch::new().with(Change::AppendSignIn(record)))
-            .await
+        self.sign_ins.append(record).await
     }
 
     async fn issue(

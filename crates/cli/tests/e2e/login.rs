@@ -23,6 +23,7 @@ both_backends!(
     token_endpoint_refusals,
     graph_app_registrations,
     key_rotation_survives_restart,
+    concurrent_tokens_are_each_logged,
 );
 
 const VAULT: &str = "https://vault.azure.net";
@@ -1202,6 +1203,60 @@ async fn token_endpoint_refusals(backend: Backend) {
     // No secret or assertion reached the log.
     let text = format!("{sign_ins:?}");
     assert!(!text.contains(&secret) && !text.contains(&app.secret));
+}
+
+/// Many token requests at once (their sign-in records share commits): every token handed out
+/// has its own record, and a refusal among them is recorded as one.
+async fn concurrent_tokens_are_each_logged(backend: Backend) {
+    const REQUESTS: usize = 48;
+    let server = TestServer::start(backend).await.unwrap();
+    let client = server.client().unwrap();
+    let tid = server.admin.tenant_id.to_string();
+    let base = server.url("localhost", "");
+    let admin_id = server.admin.client_id.to_string();
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..REQUESTS {
+        let (client, base, tid, admin_id) =
+            (client.clone(), base.clone(), tid.clone(), admin_id.clone());
+        // One request in eight carries a wrong secret.
+        let secret = if i % 8 == 7 {
+            "not-the-secret".to_string()
+        } else {
+            server.admin.client_secret.clone()
+        };
+        requests.spawn(async move {
+            secret_token(&client, &base, &tid, &admin_id, &secret, VAULT_SCOPE)
+                .await
+                .0
+        });
+    }
+    let mut issued = 0;
+    let mut refused = 0;
+    while let Some(status) = requests.join_next().await {
+        match status.unwrap().as_u16() {
+            200 => issued += 1,
+            401 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((issued, refused), (REQUESTS - REQUESTS / 8, REQUESTS / 8));
+
+    let store = open_store(&server.data_dir, server.database_url.as_deref()).await;
+    let sign_ins = store
+        .sign_ins(&lanyard_storage::LogQuery::default())
+        .await
+        .unwrap();
+    let admin = server.admin.object_id;
+    let count = |result: &str| {
+        sign_ins
+            .iter()
+            .filter(|s| s.principal_id == Some(admin) && s.resource == VAULT && s.result == result)
+            .count()
+    };
+    assert_eq!(count("success"), issued, "{sign_ins:?}");
+    assert_eq!(count("failure"), refused, "{sign_ins:?}");
+    let ids: std::collections::HashSet<_> = sign_ins.iter().map(|s| s.id).collect();
+    assert_eq!(ids.len(), sign_ins.len(), "every record is its own");
 }
 
 async fn graph_app_registrations(backend: Backend) {
