@@ -96,6 +96,8 @@ pub enum ArmError {
     UnsupportedFilter(String),
     #[error("The $skiptoken '{0}' is not valid.")]
     InvalidSkipToken(String),
+    #[error("The value '{0}' of the query parameter '$top' is not valid: it must be a whole number of at least 1.")]
+    InvalidTop(String),
     #[error("The request body is larger than {0} bytes.")]
     BodyTooLarge(usize),
     #[error("Another operation changed the same resources at the same time. Retry the request.")]
@@ -169,6 +171,7 @@ impl ArmError {
             Self::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
             Self::UnsupportedFilter(_) => "InvalidFilterInQueryString",
             Self::InvalidSkipToken(_) => "InvalidSkipToken",
+            Self::InvalidTop(_) => "InvalidQueryParameterValue",
             Self::BodyTooLarge(_) => "RequestEntityTooLarge",
             Self::Conflict => "Conflict",
             Self::Store(_) => "InternalServerError",

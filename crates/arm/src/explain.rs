@@ -92,6 +92,7 @@ async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, Ap
         correlation_id: Uuid::new_v4().to_string(),
         caller,
         body,
+        progress: crate::request::Progress::default(),
     };
     arm.authorize(&call, READ, &scope).await?;
 

@@ -1,6 +1,6 @@
 //! The `$filter` subset ARM clients send: clauses joined by `and`, each a comparison
 //! (`roleName eq 'Reader'`, `eventTimestamp ge '2024-01-01T00:00:00Z'`) or a function call
-//! (`atScope()`, `assignedTo('{oid}')`). Pure.
+//! (`atScope()`, `assignedTo('{oid}')`, `substringof('demo', name)`). Pure.
 
 /// One clause of a filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,8 +11,31 @@ pub enum Clause {
         op: String,
         value: String,
     },
-    /// `name()` or `name('arg')`; name lower-cased.
-    Call { name: String, arg: Option<String> },
+    /// `name(arg, ...)`: `atScope()`, `assignedTo('x')`, `substringof('x', name)`; name
+    /// lower-cased.
+    Call { name: String, args: Vec<Arg> },
+}
+
+/// An argument of a function call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    /// A quoted string, unquoted.
+    Text(String),
+    /// A bare word (a property name), as written.
+    Field(String),
+}
+
+impl Clause {
+    /// `name('text')` with exactly one quoted argument: that argument.
+    pub fn single_text(&self, function: &str) -> Option<&str> {
+        match self {
+            Self::Call { name, args } if name == function => match args.as_slice() {
+                [Arg::Text(t)] => Some(t),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// Why a filter could not be read.
@@ -31,14 +54,10 @@ pub fn parse(input: &str) -> Result<Vec<Clause>, FilterError> {
     for part in tokens.split(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("and"))) {
         match part {
             [] => return Err(err()),
-            [Token::Word(name), Token::Open, Token::Close] => clauses.push(Clause::Call {
-                name: name.to_ascii_lowercase(),
-                arg: None,
-            }),
-            [Token::Word(name), Token::Open, Token::Text(arg), Token::Close] => {
+            [Token::Word(name), Token::Open, inner @ .., Token::Close] => {
                 clauses.push(Clause::Call {
                     name: name.to_ascii_lowercase(),
-                    arg: Some(arg.clone()),
+                    args: arguments(inner).ok_or_else(err)?,
                 })
             }
             [Token::Word(field), Token::Word(op), Token::Text(value) | Token::Word(value)] => {
@@ -54,12 +73,28 @@ pub fn parse(input: &str) -> Result<Vec<Clause>, FilterError> {
     Ok(clauses)
 }
 
+/// The arguments between a call's parentheses: none, or values separated by commas.
+fn arguments(tokens: &[Token]) -> Option<Vec<Arg>> {
+    if tokens.is_empty() {
+        return Some(Vec::new());
+    }
+    tokens
+        .split(|t| *t == Token::Comma)
+        .map(|arg| match arg {
+            [Token::Text(t)] => Some(Arg::Text(t.clone())),
+            [Token::Word(w)] => Some(Arg::Field(w.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Word(String),
     Text(String),
     Open,
     Close,
+    Comma,
 }
 
 fn tokenize(input: &str) -> Option<Vec<Token>> {
@@ -77,6 +112,10 @@ fn tokenize(input: &str) -> Option<Vec<Token>> {
             ')' => {
                 chars.next();
                 out.push(Token::Close);
+            }
+            ',' => {
+                chars.next();
+                out.push(Token::Comma);
             }
             '\'' => {
                 chars.next();
@@ -96,7 +135,7 @@ fn tokenize(input: &str) -> Option<Vec<Token>> {
             _ => {
                 let mut word = String::new();
                 while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() || matches!(c, '(' | ')' | '\'') {
+                    if c.is_whitespace() || matches!(c, '(' | ')' | '\'' | ',') {
                         break;
                     }
                     word.push(c);
@@ -132,11 +171,11 @@ mod tests {
             vec![
                 Clause::Call {
                     name: "atscope".into(),
-                    arg: None
+                    args: vec![]
                 },
                 Clause::Call {
                     name: "assignedto".into(),
-                    arg: Some("abc".into())
+                    args: vec![Arg::Text("abc".into())]
                 }
             ]
         );
@@ -156,10 +195,43 @@ mod tests {
     }
 
     #[test]
+    fn calls_with_several_arguments() {
+        let clauses =
+            parse("substringof('de,mo', name) and resourceType eq 'Microsoft.Web/sites'").unwrap();
+        assert_eq!(
+            clauses,
+            vec![
+                Clause::Call {
+                    name: "substringof".into(),
+                    args: vec![Arg::Text("de,mo".into()), Arg::Field("name".into())]
+                },
+                cmp("resourcetype", "eq", "Microsoft.Web/sites")
+            ]
+        );
+        assert_eq!(
+            parse("startswith(tagName,'dep')").unwrap(),
+            vec![Clause::Call {
+                name: "startswith".into(),
+                args: vec![Arg::Field("tagName".into()), Arg::Text("dep".into())]
+            }]
+        );
+        assert_eq!(
+            parse("assignedTo('abc')").unwrap()[0].single_text("assignedto"),
+            Some("abc")
+        );
+        assert_eq!(parse("atScope()").unwrap()[0].single_text("atscope"), None);
+    }
+
+    #[test]
     fn garbage_is_refused() {
         assert!(parse("roleName eq").is_err());
         assert!(parse("roleName eq 'unterminated").is_err());
         assert!(parse("and").is_err());
         assert!(parse("a b c d").is_err());
+        assert!(parse("substringof('a',)").is_err());
+        assert!(parse("substringof(,'a')").is_err());
+        assert!(parse("substringof('a' name)").is_err());
+        assert!(parse("name eq 'a' or name eq 'b'").is_err());
+        assert!(parse("f(g(x))").is_err());
     }
 }

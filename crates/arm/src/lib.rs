@@ -8,6 +8,8 @@
 //!   scope). Pure.
 //! - [`kinds`]: the resource types served here and their naming rules. Pure.
 //! - [`filter`]: the `$filter` subset clients send. Pure.
+//! - [`listing`]: the generic resource listing (`/resources`): what it shows, to whom, its
+//!   `$filter`, `$expand`, `$top`, and the `GenericResourceExpanded` shape. Pure.
 //! - [`shape`]: response shapes and the stored `identity` block. Pure.
 //! - [`plan`]: request + current state → the batch to commit and the answer; every
 //!   transactional rule lives here and is unit-tested without HTTP. Pure.
@@ -21,7 +23,9 @@
 //! Every call: route → (`/metadata/endpoints` is anonymous) authenticate → api-version →
 //! subscription exists → authorize the implied action → load → plan → check linked scopes →
 //! commit (retrying on a concurrent change) → answer. Every write and every denial is in the
-//! activity log; writes log in the same transaction as the change.
+//! activity log; writes log in the same transaction as the change, and a write that was
+//! authorized but failed (4xx) is logged as `Failed` with its error in
+//! `properties.statusMessage` (see `api::dispatch`).
 
 pub mod api;
 pub mod auth;
@@ -29,6 +33,7 @@ pub mod errors;
 pub mod explain;
 pub mod filter;
 pub mod kinds;
+pub mod listing;
 pub mod plan;
 pub mod request;
 pub mod route;
@@ -154,6 +159,7 @@ async fn serve(arm: &Arm, request: Request, correlation: &str) -> Result<Respons
         correlation_id: correlation.to_string(),
         caller,
         body,
+        progress: request::Progress::default(),
     };
     api::dispatch(arm, &call, route).await
 }

@@ -1,6 +1,9 @@
 //! One control-plane call as handlers see it, and the JSON body extractor that answers in
 //! ARM's error envelope (axum's own rejections are plain text).
 
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::Method;
@@ -52,6 +55,36 @@ pub struct Call {
     pub caller: Caller,
     /// The raw body of writes; empty otherwise.
     pub body: Bytes,
+    /// How far the call got with authorization, for the activity log.
+    pub progress: Progress,
+}
+
+/// How far a call got with authorization: nothing yet, authorized, or refused (and that
+/// refusal already logged). A write that was authorized and then failed is logged once, by
+/// the dispatcher; one refused was logged where it was refused.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<AtomicU8>);
+
+impl Progress {
+    const AUTHORIZED: u8 = 1;
+    const DENIAL_LOGGED: u8 = 2;
+
+    /// An authorization check passed (a later refusal still wins).
+    pub fn authorized(&self) {
+        let _ = self
+            .0
+            .compare_exchange(0, Self::AUTHORIZED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// A refusal was written to the activity log.
+    pub fn denial_logged(&self) {
+        self.0.store(Self::DENIAL_LOGGED, Ordering::Release);
+    }
+
+    /// Whether a failure of this call is the dispatcher's to log: authorized, never refused.
+    pub fn failure_unlogged(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::AUTHORIZED
+    }
 }
 
 impl Call {
@@ -111,6 +144,17 @@ mod tests {
         let e = ArmJson::<Value>::from_bytes(b"").unwrap_err();
         assert_eq!(e.code(), "InvalidRequestContent");
         assert!(ArmJson::<Value>::from_bytes(b"{}").is_ok());
+    }
+
+    #[test]
+    fn progress_of_a_call() {
+        let p = Progress::default();
+        assert!(!p.failure_unlogged());
+        p.authorized();
+        assert!(p.failure_unlogged());
+        p.denial_logged();
+        p.authorized();
+        assert!(!p.failure_unlogged());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum Route {
     SystemIdentity(ResourceId),
     /// `/subscriptions/{s}/providers/Microsoft.Insights/eventtypes/management/values`.
     ActivityLog(ResourceId),
+    /// `/subscriptions/{s}[/resourceGroups/{rg}]/resources`: every top-level resource of a
+    /// subscription or a group, whatever its type.
+    GenericResources(ResourceId),
 }
 
 /// Why a path names no endpoint.
@@ -106,6 +109,16 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
             }
             [s, id, g, name] if eq(s, "subscriptions") && eq(g, "resourceGroups") => {
                 Ok(Route::Group(ResourceId::resource_group(id, name)))
+            }
+            [s, id, r] if eq(s, "subscriptions") && eq(r, "resources") => {
+                Ok(Route::GenericResources(ResourceId::subscription(id)))
+            }
+            [s, id, g, name, r]
+                if eq(s, "subscriptions") && eq(g, "resourceGroups") && eq(r, "resources") =>
+            {
+                Ok(Route::GenericResources(ResourceId::resource_group(
+                    id, name,
+                )))
             }
             _ => Err(not_found()),
         };
@@ -326,6 +339,29 @@ mod tests {
         assert!(matches!(
             parse("/subscriptions/s1/providers/Microsoft.Authorization/denyAssignments"),
             Err(RouteError::UnknownType { .. })
+        ));
+    }
+
+    #[test]
+    fn generic_resource_lists() {
+        assert_eq!(
+            parse("/subscriptions/s1/resources"),
+            Ok(Route::GenericResources(id("/subscriptions/s1")))
+        );
+        assert_eq!(
+            parse("/subscriptions/s1/resourcegroups/rg1/Resources/"),
+            Ok(Route::GenericResources(id(RG)))
+        );
+        // A group may be named `resources`.
+        assert_eq!(
+            parse("/subscriptions/s1/resourceGroups/resources"),
+            Ok(Route::Group(id(
+                "/subscriptions/s1/resourceGroups/resources"
+            )))
+        );
+        assert!(matches!(
+            parse("/subscriptions/s1/resourceGroups/rg1/resources/x"),
+            Err(RouteError::NotFound(_))
         ));
     }
 

@@ -288,7 +288,53 @@ fn status_text(code: u16) -> &'static str {
     }
 }
 
-/// An activity record in Azure Monitor's `EventData` shape.
+/// Keys of a stored activity body that are this plane's, not a request's: the error of a
+/// failed write, and a request body that had to be wrapped to keep them unambiguous.
+const STATUS_MESSAGE: &str = "lanyard:statusMessage";
+const REQUEST_BODY: &str = "lanyard:requestBody";
+/// The longest error message an activity record keeps.
+const MAX_STATUS_MESSAGE: usize = 4096;
+
+/// A request body as an activity record keeps it: itself, unless it could be mistaken for
+/// the plane's own keys, in which case it is wrapped.
+pub fn logged_request(body: Value) -> Value {
+    let reserved = body
+        .as_object()
+        .is_some_and(|o| o.contains_key(STATUS_MESSAGE) || o.contains_key(REQUEST_BODY));
+    if reserved {
+        json!({ REQUEST_BODY: body })
+    } else {
+        body
+    }
+}
+
+/// The stored body of a failed write's activity record: its error, no request body.
+pub fn failure_body(code: &str, message: &str) -> Value {
+    let mut message = message.to_string();
+    if message.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    json!({ STATUS_MESSAGE: { "error": { "code": code, "message": message } } })
+}
+
+/// What a stored activity body holds: (request body, status message).
+fn activity_body(body: &Value) -> (Option<&Value>, Option<&Value>) {
+    match body.as_object() {
+        Some(o) if o.contains_key(STATUS_MESSAGE) || o.contains_key(REQUEST_BODY) => {
+            (o.get(REQUEST_BODY), o.get(STATUS_MESSAGE))
+        }
+        _ => (Some(body), None),
+    }
+}
+
+/// An activity record in Azure Monitor's `EventData` shape. A failed write carries its error
+/// in `properties.statusMessage` as Azure writes it: the JSON text of `{"error": {code,
+/// message}}`.
 pub fn activity_event(r: &ActivityRecord, tenant: Uuid) -> Value {
     let failed = r.status != "Succeeded";
     let resource_type = r.scope.resource_type();
@@ -307,7 +353,13 @@ pub fn activity_event(r: &ActivityRecord, tenant: Uuid) -> Value {
         "hierarchy": "",
     });
     if let Some(body) = &r.body {
-        properties["requestbody"] = json!(body.to_string());
+        let (request, status) = activity_body(body);
+        if let Some(request) = request {
+            properties["requestbody"] = json!(request.to_string());
+        }
+        if let Some(status) = status {
+            properties["statusMessage"] = json!(status.to_string());
+        }
     }
     json!({
         "authorization": { "action": r.operation, "scope": r.scope.to_string() },
@@ -388,6 +440,46 @@ mod tests {
             ResolvedIdentity::default().to_json(tenant),
             json!({"type": "None"})
         );
+    }
+
+    #[test]
+    fn failed_writes_carry_their_error() {
+        let record = |body| ActivityRecord {
+            id: Uuid::new_v4(),
+            time: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            caller: None,
+            operation: "Microsoft.Compute/virtualMachines/write".into(),
+            scope: ResourceId::parse("/subscriptions/s/resourceGroups/rg").unwrap(),
+            status: "Failed".into(),
+            http_status: 409,
+            correlation_id: "c".into(),
+            body: Some(body),
+        };
+        let e = activity_event(
+            &record(failure_body("InvalidResourceLocation", "in 'westus'")),
+            Uuid::nil(),
+        );
+        let status: Value =
+            serde_json::from_str(e["properties"]["statusMessage"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            status,
+            json!({"error": {"code": "InvalidResourceLocation", "message": "in 'westus'"}})
+        );
+        assert!(e["properties"].get("requestbody").is_none());
+        assert_eq!(e["subStatus"]["value"], "Conflict");
+        assert_eq!(e["level"], "Error");
+        // Request bodies of role assignments stay as they were, and one that looks like the
+        // plane's own keys cannot pass for an error.
+        let plain = json!({"properties": {"principalId": "p"}});
+        let e = activity_event(&record(logged_request(plain.clone())), Uuid::nil());
+        assert_eq!(e["properties"]["requestbody"], plain.to_string());
+        let forged = json!({ STATUS_MESSAGE: "x" });
+        let e = activity_event(&record(logged_request(forged.clone())), Uuid::nil());
+        assert_eq!(e["properties"]["requestbody"], forged.to_string());
+        assert!(e["properties"].get("statusMessage").is_none());
+        let long = failure_body("C", &"é".repeat(MAX_STATUS_MESSAGE));
+        let m = long[STATUS_MESSAGE]["error"]["message"].as_str().unwrap();
+        assert!(m.len() <= MAX_STATUS_MESSAGE + '…'.len_utf8());
     }
 
     #[test]

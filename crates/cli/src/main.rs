@@ -9,8 +9,8 @@
 //!   [`private_hosts`], its private name resolution.
 //! - [`keys`]: `lanyard keys rotate`, which makes a new signing key current.
 //! - [`hosts`]: `lanyard hosts [--apply]`, hosts-file lines for the data-plane host names.
-//! - [`commands`]: the `az`-shaped commands (`group`, `identity`, `vm`, `webapp`, `role`,
-//!   `keyvault`, `storage`, `monitor`, `signin-log`) and `token`, `access`, `up`.
+//! - [`commands`]: the `az`-shaped commands (`group`, `resource`, `identity`, `vm`, `webapp`,
+//!   `role`, `keyvault`, `storage`, `monitor`, `signin-log`) and `token`, `access`, `up`.
 //! - [`api`]: typed calls to the REST APIs, shared by the commands and `up`.
 //! - [`client`]: the connection (server, credential, tokens, errors of every plane).
 //! - [`output`]: `--output` and `--query` as `az` has them.
@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    access, compute, group, identity, keyvault, monitor, role, storage, token, up,
+    access, compute, group, identity, keyvault, monitor, resource, role, storage, token, up,
 };
 
 #[derive(Parser)]
@@ -72,6 +72,8 @@ enum Command {
     Access(access::AccessArgs),
     /// Resource groups (as `az group`).
     Group(group::GroupArgs),
+    /// Resources of every type (as `az resource list`).
+    Resource(resource::ResourceArgs),
     /// User-assigned managed identities (as `az identity`).
     Identity(identity::IdentityArgs),
     /// Virtual machines and their identities (as `az vm`).
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Access(args) => access::run(args),
         Command::Group(args) => group::run(args),
+        Command::Resource(args) => resource::run(args),
         Command::Identity(args) => identity::run(args),
         Command::Vm(args) => compute::run_vm(args),
         Command::Webapp(args) => compute::run_webapp(args),

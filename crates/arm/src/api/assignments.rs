@@ -46,16 +46,16 @@ fn listing(arm: &Arm, raw: &str) -> Result<Listing, ArmError> {
     };
     let principal = |s: &str| Uuid::parse_str(s).map_err(|_| bad());
     for clause in filter::parse(raw).map_err(|_| bad())? {
+        if let Some(arg) = clause.single_text("assignedto") {
+            let p = principal(arg)?;
+            let mut all = vec![p];
+            all.extend(arm.state().access.with_index(|i| i.groups_of(p)));
+            out.principals = Some(all);
+            continue;
+        }
         match clause {
-            Clause::Call { name, arg: None } if name == "atscope" => out.at_scope = true,
-            Clause::Call {
-                name,
-                arg: Some(arg),
-            } if name == "assignedto" => {
-                let p = principal(&arg)?;
-                let mut all = vec![p];
-                all.extend(arm.state().access.with_index(|i| i.groups_of(p)));
-                out.principals = Some(all);
+            Clause::Call { name, args } if name == "atscope" && args.is_empty() => {
+                out.at_scope = true
             }
             Clause::Compare { field, op, value } if field == "principalid" && op == "eq" => {
                 out.principals = Some(vec![principal(&value)?]);

@@ -94,6 +94,16 @@ pub async fn put_credential(
     }
 }
 
+/// What revoking an identity's tokens is called.
+pub(crate) const REVOKE_ACTION: &str =
+    "Microsoft.ManagedIdentity/userAssignedIdentities/revokeTokens/action";
+
+/// Whether a POST to `{resource}/{action}` is `.../userAssignedIdentities/{name}/revokeTokens`.
+pub(crate) fn is_revoke(namespace: &str, types: &[String]) -> bool {
+    namespace.eq_ignore_ascii_case("Microsoft.ManagedIdentity")
+        && matches!(types, [t, a] if t.eq_ignore_ascii_case("userAssignedIdentities") && a.eq_ignore_ascii_case("revokeTokens"))
+}
+
 /// `POST` on a resource: `.../userAssignedIdentities/{name}/revokeTokens` revokes every token
 /// the identity holds (204).
 pub async fn action(
@@ -103,9 +113,7 @@ pub async fn action(
     namespace: &str,
     types: &[String],
 ) -> Result<Response, ApiError> {
-    let is_revoke = namespace.eq_ignore_ascii_case("Microsoft.ManagedIdentity")
-        && matches!(types, [t, a] if t.eq_ignore_ascii_case("userAssignedIdentities") && a.eq_ignore_ascii_case("revokeTokens"));
-    if !is_revoke {
+    if !is_revoke(namespace, types) {
         return Err(if kinds::lookup(namespace, types).is_some() {
             ArmError::MethodNotAllowed {
                 method: call.method.to_string(),
@@ -120,7 +128,7 @@ pub async fn action(
         }
         .into());
     }
-    const ACTION: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/revokeTokens/action";
+    const ACTION: &str = REVOKE_ACTION;
     arm.authorize(call, ACTION, scope).await?;
     arm.group(scope).await?;
     let record = arm

@@ -36,6 +36,7 @@ use crate::kinds::{self, Family};
 use crate::plan::{Context, Plan};
 use crate::request::Call;
 use crate::route::Route;
+use crate::shape;
 use crate::Arm;
 
 /// Tries per write when concurrent changes keep invalidating what was read.
@@ -44,7 +45,68 @@ const ATTEMPTS: u32 = 8;
 /// Times a deletion re-marks what it deletes before giving up (one is the norm).
 pub(crate) const MAX_MARKS: u32 = 3;
 
+/// Serves one authenticated call. A write (PUT, PATCH, DELETE, POST) that passed
+/// authorization and then failed with a 4xx is logged here, once, under the operation a
+/// success would have logged; refusals are logged where they are refused.
 pub(crate) async fn dispatch(arm: &Arm, call: &Call, route: Route) -> Result<Response, ApiError> {
+    let operation = write_operation(&route, &call.method);
+    match serve(arm, call, route).await {
+        Err(e) if e.status.is_client_error() && call.progress.failure_unlogged() => {
+            if let Some((operation, scope)) = operation {
+                arm.log_failed_write(call, &operation, &scope, &e).await;
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// The operation and scope a successful write at `route` logs; `None` for reads.
+pub(crate) fn write_operation(route: &Route, method: &Method) -> Option<(String, ResourceId)> {
+    let verb = match *method {
+        Method::PUT | Method::PATCH => "write",
+        Method::DELETE => "delete",
+        Method::POST => "action",
+        _ => return None,
+    };
+    match (route, verb) {
+        (Route::Group(id), "write" | "delete") => Some((
+            format!("Microsoft.Resources/subscriptions/resourceGroups/{verb}"),
+            id.clone(),
+        )),
+        (Route::Resource(id), "write" | "delete") => {
+            let kind = kinds::of(id)?;
+            if kind.family == Family::VaultAccessPolicy {
+                // Logged as the vault's own write, which it is.
+                let vault = id.parent()?;
+                let vault_kind = kinds::of(&vault)?;
+                return Some((vault_kind.action("write"), vault));
+            }
+            Some((kind.action(verb), id.clone()))
+        }
+        (
+            Route::Collection {
+                scope,
+                namespace,
+                types,
+            },
+            "action",
+        ) if identities::is_revoke(namespace, types) => {
+            Some((identities::REVOKE_ACTION.to_string(), scope.clone()))
+        }
+        (Route::RoleAssignment { scope, name }, "write" | "delete") => Some((
+            format!("Microsoft.Authorization/roleAssignments/{verb}"),
+            scope.with_provider("Microsoft.Authorization", "roleAssignments", name),
+        )),
+        (Route::RoleDefinition { scope, name }, "write" | "delete") => Some((
+            format!("Microsoft.Authorization/roleDefinitions/{verb}"),
+            scope.with_provider("Microsoft.Authorization", "roleDefinitions", name),
+        )),
+        _ => None,
+    }
+}
+
+async fn serve(arm: &Arm, call: &Call, route: Route) -> Result<Response, ApiError> {
     if let Some(sub) = route_subscription(&route) {
         arm.subscription(&sub).await?;
     }
@@ -127,6 +189,9 @@ pub(crate) async fn dispatch(arm: &Arm, call: &Call, route: Route) -> Result<Res
             resources::system_identity(arm, call, &scope).await
         }
         Route::ActivityLog(scope) if m == Method::GET => activity::list(arm, call, &scope).await,
+        Route::GenericResources(scope) if m == Method::GET => {
+            resources::list_generic(arm, call, &scope).await
+        }
         _ => Err(not_allowed(call)),
     }
 }
@@ -136,6 +201,7 @@ fn route_subscription(route: &Route) -> Option<String> {
     match route {
         Route::Subscription(s) | Route::Groups(s) => Some(s.clone()),
         Route::Group(id)
+        | Route::GenericResources(id)
         | Route::Resource(id)
         | Route::RoleAssignments(id)
         | Route::RoleDefinitions(id)
@@ -224,6 +290,7 @@ impl Arm {
             scope,
         ));
         if decision.is_allowed() {
+            call.progress.authorized();
             return Ok(());
         }
         let name = self.caller_name(call).await;
@@ -277,8 +344,9 @@ impl Arm {
 
     /// A denied attempt, in its own commit. Failing to log does not change the answer.
     async fn log_denial(&self, call: &Call, action: &str, scope: &ResourceId) {
+        call.progress.denial_logged();
         let body = if action.starts_with("Microsoft.Authorization/roleAssignments/") {
-            call.json().ok()
+            call.json().ok().map(shape::logged_request)
         } else {
             None
         };
@@ -299,6 +367,36 @@ impl Arm {
             .await
         {
             tracing::warn!(error = %e, "a denied attempt could not be written to the activity log");
+        }
+    }
+
+    /// A write that was authorized and failed, in its own commit: `Failed`, its HTTP status,
+    /// and the error code and message in `properties.statusMessage`. The request body is
+    /// not kept (it may hold secrets). Failing to log does not change the answer.
+    async fn log_failed_write(
+        &self,
+        call: &Call,
+        operation: &str,
+        scope: &ResourceId,
+        error: &ApiError,
+    ) {
+        let record = ActivityRecord {
+            id: Uuid::new_v4(),
+            time: self.state().clock.now(),
+            caller: Some(call.caller.object_id),
+            operation: operation.to_string(),
+            scope: scope.clone(),
+            status: "Failed".into(),
+            http_status: error.status.as_u16(),
+            correlation_id: call.correlation_id.clone(),
+            body: Some(shape::failure_body(&error.code, &error.message)),
+        };
+        if let Err(e) = self
+            .state()
+            .commit(Batch::new().with(Change::AppendActivity(record)))
+            .await
+        {
+            tracing::warn!(error = %e, "a failed write could not be written to the activity log");
         }
     }
 
@@ -392,5 +490,83 @@ impl Arm {
                 return Ok(out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route;
+
+    fn op(method: Method, path: &str) -> Option<(String, String)> {
+        write_operation(&route::parse(path).unwrap(), &method)
+            .map(|(o, s)| (o, s.as_str().to_string()))
+    }
+
+    #[test]
+    fn failed_writes_are_named_as_their_success_would_be() {
+        let rg = "/subscriptions/s/resourceGroups/rg";
+        let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
+        let vault = format!("{rg}/providers/Microsoft.KeyVault/vaults/kv1");
+        let uai = format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u1");
+        assert_eq!(
+            op(Method::PUT, "/subscriptions/s/resourcegroups/rg"),
+            Some((
+                "Microsoft.Resources/subscriptions/resourceGroups/write".into(),
+                rg.into()
+            ))
+        );
+        assert_eq!(
+            op(Method::PATCH, &vm.to_lowercase()),
+            Some((
+                "Microsoft.Compute/virtualMachines/write".into(),
+                vm.to_lowercase()
+                    .replace("resourcegroups", "resourceGroups")
+            ))
+        );
+        assert_eq!(
+            op(Method::DELETE, &vm).unwrap().0,
+            "Microsoft.Compute/virtualMachines/delete"
+        );
+        assert_eq!(
+            op(Method::PUT, &format!("{vault}/accessPolicies/add")),
+            Some(("Microsoft.KeyVault/vaults/write".into(), vault.clone()))
+        );
+        assert_eq!(
+            op(Method::POST, &format!("{uai}/revokeTokens")),
+            Some((identities::REVOKE_ACTION.into(), uai.clone()))
+        );
+        assert_eq!(
+            op(
+                Method::PUT,
+                &format!("{uai}/federatedIdentityCredentials/f1")
+            )
+            .unwrap()
+            .0,
+            "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write"
+        );
+        assert_eq!(
+            op(
+                Method::PUT,
+                &format!("{rg}/providers/Microsoft.Authorization/roleAssignments/a1")
+            ),
+            Some((
+                "Microsoft.Authorization/roleAssignments/write".into(),
+                format!("{rg}/providers/Microsoft.Authorization/roleAssignments/a1")
+            ))
+        );
+        assert_eq!(
+            op(
+                Method::DELETE,
+                "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/d1"
+            )
+            .unwrap()
+            .0,
+            "Microsoft.Authorization/roleDefinitions/delete"
+        );
+        // Reads are not writes.
+        assert_eq!(op(Method::GET, &vm), None);
+        assert_eq!(op(Method::GET, "/subscriptions/s/resources"), None);
+        assert_eq!(op(Method::POST, &format!("{uai}/other")), None);
     }
 }

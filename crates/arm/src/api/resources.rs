@@ -1,5 +1,6 @@
-//! Resources of every served type (reads, lists, deletes), writes of resources that hold
-//! identities, and the system identity of any resource.
+//! Resources of every served type (reads, lists, deletes), the generic listing of every
+//! type at once (`/resources`), writes of resources that hold identities, and the system
+//! identity of any resource.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +20,7 @@ use crate::plan::removal::{references_any, Cascade};
 use crate::plan::resources::{named_identities, ResourceView};
 use crate::request::Call;
 use crate::shape::{self, ResolvedIdentity};
-use crate::{plan, Arm};
+use crate::{listing, plan, Arm};
 
 /// Default and largest page of a list.
 const PAGE: u32 = 100;
@@ -103,6 +104,67 @@ pub async fn list(
         everything || arm.allowed(call, &read, &r.id)
     })
     .await
+}
+
+/// `GET /subscriptions/{s}[/resourceGroups/{rg}]/resources`: every top-level resource the
+/// caller may read, of any type, filtered and paged as [`crate::listing`] says. Pages hold
+/// `$top` resources (fewer only on the last); `nextLink` continues after the last record
+/// examined.
+pub async fn list_generic(
+    arm: &Arm,
+    call: &Call,
+    scope: &ResourceId,
+) -> Result<Response, ApiError> {
+    /// Records read from the store per round while filling a page.
+    const ROUND: u32 = 500;
+    if scope.level() == ScopeLevel::ResourceGroup {
+        arm.group(scope).await?;
+    }
+    let filter = listing::ResourceFilter::parse(call.param("$filter").unwrap_or_default())?;
+    let size = listing::top(call.param("$top"))? as usize;
+    let expand = listing::Expand::parse(call.param("$expand"));
+    let mut after = call
+        .param("$skiptoken")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    let mut values = Vec::new();
+    let mut next = None;
+    'fill: loop {
+        let round = arm
+            .state()
+            .store
+            .resources(&ResourceQuery {
+                within: Some(scope.clone()),
+                resource_type: filter.resource_type().map(str::to_string),
+                after: after.clone(),
+                limit: Some(ROUND),
+                ..Default::default()
+            })
+            .await
+            .map_err(ArmError::from)?;
+        let exhausted = round.len() < ROUND as usize;
+        let count = round.len();
+        for (i, record) in round.into_iter().enumerate() {
+            after = Some(record.id.key().to_string());
+            let listed = listing::shows(&record)
+                && filter.matches(&record)
+                && listing::visible(&record, |action, id| arm.allowed(call, action, id));
+            if !listed {
+                continue;
+            }
+            values.push(listing::generic(&record, expand));
+            if values.len() == size {
+                if !(exhausted && i + 1 == count) {
+                    next = after.as_deref().map(|key| call.next_link(key));
+                }
+                break 'fill;
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(json(200, Some(&shape::page(values, next))))
 }
 
 pub async fn get(

@@ -172,7 +172,12 @@ pub fn create(
         batch.expect.push(Expect::ResourceExists(anchor.id.clone()));
     }
     batch.push(Change::PutAssignment(assignment.clone()));
-    batch.push(ctx.activity(WRITE, &assignment.resource_id(), 201, Some(raw.clone())));
+    batch.push(ctx.activity(
+        WRITE,
+        &assignment.resource_id(),
+        201,
+        Some(crate::shape::logged_request(raw.clone())),
+    ));
     Ok(Plan::new(
         batch,
         201,

@@ -154,6 +154,67 @@ pub async fn delete_group(conn: &Connection, name: &str) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Every resource, of any type
+
+/// What `resource list` asks for; each field narrows the list.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceFilter {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    /// `Namespace/type`.
+    pub resource_type: Option<String>,
+    /// A tag name, and its value when one is given.
+    pub tag: Option<(String, Option<String>)>,
+}
+
+impl ResourceFilter {
+    /// The `$filter` ARM's generic listing takes (`None` when nothing narrows the list).
+    pub fn odata(&self) -> Option<String> {
+        let quoted = |v: &str| format!("'{}'", v.replace('\'', "''"));
+        let mut clauses = Vec::new();
+        if let Some(n) = &self.name {
+            clauses.push(format!("name eq {}", quoted(n)));
+        }
+        if let Some(l) = &self.location {
+            clauses.push(format!("location eq {}", quoted(l)));
+        }
+        if let Some(t) = &self.resource_type {
+            clauses.push(format!("resourceType eq {}", quoted(t)));
+        }
+        if let Some((name, value)) = &self.tag {
+            clauses.push(format!("tagName eq {}", quoted(name)));
+            if let Some(v) = value {
+                clauses.push(format!("tagValue eq {}", quoted(v)));
+            }
+        }
+        (!clauses.is_empty()).then(|| clauses.join(" and "))
+    }
+}
+
+/// Every resource in `group`, or in the whole subscription, that the caller may read and
+/// `filter` admits (`GET .../resources`, all pages), with their times and provisioning state.
+pub async fn list_all_types(
+    conn: &Connection,
+    group: Option<&str>,
+    filter: &ResourceFilter,
+) -> anyhow::Result<Vec<Value>> {
+    let ids = Ids::of(conn);
+    let scope = match group {
+        Some(g) => ids.group(g),
+        None => ids.subscription(),
+    };
+    let mut path = format!(
+        "{}/resources?api-version={GROUPS_API}&$expand={}",
+        scope.as_str(),
+        enc("createdTime,changedTime,provisioningState")
+    );
+    if let Some(f) = filter.odata() {
+        path.push_str(&format!("&$filter={}", enc(&f)));
+    }
+    conn.arm_list(&path).await
+}
+
+// ---------------------------------------------------------------------------------------
 // Any resource of a kind
 
 pub async fn put(

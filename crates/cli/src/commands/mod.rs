@@ -3,8 +3,9 @@
 //! the server's public REST APIs as the administrator of the data directory (or the
 //! principal in the `AZURE_*` variables).
 //!
-//! - [`group`], [`identity`], [`compute`] (`vm`, `webapp`), [`role`], [`keyvault`],
-//!   [`storage`], [`monitor`] (`monitor activity-log`, `signin-log`): as `az` names them.
+//! - [`group`], [`resource`] (`resource list`), [`identity`], [`compute`] (`vm`, `webapp`),
+//!   [`role`], [`keyvault`], [`storage`], [`monitor`] (`monitor activity-log`,
+//!   `signin-log`): as `az` names them.
 //! - [`token`]: `token get --as`, a resource's token with its claims decoded.
 //! - [`access`]: `access explain`, the authorization engine's verdict and reasons.
 //! - [`up`]: the server and the articles' scenario in one command.
@@ -18,6 +19,7 @@ pub mod group;
 pub mod identity;
 pub mod keyvault;
 pub mod monitor;
+pub mod resource;
 pub mod role;
 pub mod storage;
 pub mod token;

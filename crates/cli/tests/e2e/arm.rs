@@ -1,7 +1,8 @@
 //! The control plane: ARM errors for bad input, odd path casing, api-version echo, paging,
-//! transactional deletes, denials with the engine's explanation, the activity log, and the
-//! official management SDKs (azure-mgmt-resource, -msi, -compute, -authorization) driven
-//! from Python, unmodified apart from `base_url`.
+//! transactional deletes, denials with the engine's explanation, the activity log (failed
+//! writes included), the generic resource listing (REST, SDK and `lanyard resource list`),
+//! and the official management SDKs (azure-mgmt-resource, -msi, -compute, -authorization)
+//! driven from Python, unmodified apart from `base_url`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -28,6 +29,10 @@ both_backends!(
     attaching_an_identity_needs_managed_identity_operator,
     official_management_sdks,
     sdk_callers_see_denials,
+    generic_resource_listing,
+    generic_listing_through_the_sdk,
+    resource_list_command,
+    failed_writes_are_in_the_activity_log,
 );
 
 const V: &str = "api-version=2023-01-31";
@@ -1229,7 +1234,31 @@ async fn run_sdk_as(
     (client_id, secret): (String, String),
     args: &[String],
 ) -> Value {
-    let path = script(name);
+    run_script_as(arm, script(name), name, (client_id, secret), args).await
+}
+
+/// Runs Python `source` (kept in this file, beside the scripts of `tests/python/arm` whose
+/// `common` module it imports) as the service principal `(client id, secret)`.
+async fn run_source_as(
+    arm: &Arm,
+    name: &str,
+    source: &str,
+    credential: (String, String),
+    args: &[String],
+) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, source).unwrap();
+    run_script_as(arm, path, name, credential, args).await
+}
+
+async fn run_script_as(
+    arm: &Arm,
+    path: PathBuf,
+    name: &str,
+    (client_id, secret): (String, String),
+    args: &[String],
+) -> Value {
     let args = args.to_vec();
     let port = arm.server.addr.port();
     let ca = arm.server.data_dir.join("ca.pem").display().to_string();
@@ -1251,6 +1280,10 @@ async fn run_sdk_as(
         ),
         ("REQUESTS_CA_BUNDLE".to_string(), ca.clone()),
         ("SSL_CERT_FILE".to_string(), ca),
+        (
+            "PYTHONPATH".to_string(),
+            script("common.py").parent().unwrap().display().to_string(),
+        ),
     ];
     let name = name.to_string();
     tokio::task::spawn_blocking(move || {
@@ -1378,4 +1411,681 @@ async fn sdk_callers_see_denials(backend: Backend) {
     assert_eq!(out["linked"]["code"], "LinkedAuthorizationFailed");
     assert_eq!(out["seen"], json!(["sdk-ops"]));
     assert!(out["own"].is_string());
+}
+
+// ---------------------------------------------------------------------------------------
+// The generic resource listing and failed writes
+
+const STORE: &str = "lanyardstore";
+const VAULT: &str = "lanyard-kv";
+
+/// Two groups holding one resource of every kind the plane serves, plus a child resource
+/// (a federated credential) that the generic listing must not show. `rg1` holds `vm1`
+/// (system identity, tag env=prod), `id1` (with the credential), the storage account, the
+/// vault and `site1`; `rg2` holds `vm2` (tag env=dev) and the container app `app2`.
+async fn estate(arm: &Arm) -> (String, String) {
+    let rg1 = arm.group("rg1").await;
+    let rg2 = arm.group("rg2").await;
+    arm.put(
+        &format!("{rg1}/providers/Microsoft.Compute/virtualMachines/vm1?{V}"),
+        json!({"location": "westus", "tags": {"env": "prod"}, "identity": {"type": "SystemAssigned"}}),
+    )
+    .await;
+    let id1 = arm.identity(&rg1, "id1").await;
+    arm.put(
+        &format!(
+            "{}/federatedIdentityCredentials/fic1?{V}",
+            id1["id"].as_str().unwrap()
+        ),
+        json!({"properties": {"issuer": "https://issuer.example", "subject": "s",
+            "audiences": ["api://AzureADTokenExchange"]}}),
+    )
+    .await;
+    arm.put(
+        &format!("{rg1}/providers/Microsoft.Storage/storageAccounts/{STORE}?{V}"),
+        json!({"location": "westus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"},
+            "properties": {}}),
+    )
+    .await;
+    arm.put(
+        &format!("{rg1}/providers/Microsoft.KeyVault/vaults/{VAULT}?{V}"),
+        json!({"location": "westus", "properties": {"enableRbacAuthorization": true}}),
+    )
+    .await;
+    arm.put(
+        &format!("{rg1}/providers/Microsoft.Web/sites/site1?{V}"),
+        json!({"location": "westus", "kind": "app"}),
+    )
+    .await;
+    arm.put(
+        &format!("{rg2}/providers/Microsoft.Compute/virtualMachines/vm2?{V}"),
+        json!({"location": "eastus", "tags": {"env": "dev"}}),
+    )
+    .await;
+    arm.put(
+        &format!("{rg2}/providers/Microsoft.App/containerApps/app2?{V}"),
+        json!({"location": "eastus"}),
+    )
+    .await;
+    (rg1, rg2)
+}
+
+/// Sorted.
+const RG1_NAMES: [&str; 5] = ["id1", VAULT, STORE, "site1", "vm1"];
+const ALL_NAMES: [&str; 7] = ["app2", "id1", VAULT, STORE, "site1", "vm1", "vm2"];
+
+impl Arm {
+    /// Every page of a generic listing as `token` sees it (`path` without the host).
+    async fn pages(&self, token: &str, path: &str) -> Vec<Vec<Value>> {
+        let mut url = format!("{}{path}", self.base);
+        let mut pages = Vec::new();
+        loop {
+            let r = self.http.get(&url).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 200, "{url}: {body}");
+            pages.push(body["value"].as_array().unwrap().clone());
+            match body["nextLink"].as_str() {
+                Some(next) => url = next.to_string(),
+                None => return pages,
+            }
+            assert!(pages.len() < 100, "paging does not end");
+        }
+    }
+
+    /// The sorted names of a generic listing (all pages) as `token` sees it.
+    async fn listed(&self, token: &str, path: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pages(token, path)
+            .await
+            .concat()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+async fn generic_resource_listing(backend: Backend) {
+    let arm = Arm::start(backend).await;
+    let (rg1, rg2) = estate(&arm).await;
+    let sub = format!("/subscriptions/{}", arm.sub);
+    let t = arm.token.clone();
+
+    // Every top-level resource, no group, no federated credential.
+    let all = arm
+        .pages(&t, &format!("{sub}/resources?{V}"))
+        .await
+        .concat();
+    let mut names: Vec<&str> = all.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ALL_NAMES, "{all:?}");
+    let by_name = |n: &str| all.iter().find(|r| r["name"] == n).unwrap().clone();
+    let vm1 = by_name("vm1");
+    assert_eq!(
+        vm1["id"],
+        format!("{rg1}/providers/Microsoft.Compute/virtualMachines/vm1")
+    );
+    assert_eq!(vm1["type"], "Microsoft.Compute/virtualMachines");
+    assert_eq!(vm1["location"], "westus");
+    assert_eq!(vm1["tags"], json!({"env": "prod"}));
+    assert_eq!(vm1["identity"]["type"], "SystemAssigned");
+    assert!(vm1["identity"]["principalId"].is_string(), "{vm1}");
+    assert!(vm1.get("properties").is_none(), "{vm1}");
+    let store = by_name(STORE);
+    assert_eq!(store["kind"], "StorageV2");
+    assert_eq!(store["sku"]["name"], "Standard_LRS");
+    assert!(store.get("identity").is_none(), "{store}");
+    assert_eq!(by_name("app2")["type"], "Microsoft.App/containerApps");
+    assert_eq!(by_name(VAULT)["type"], "Microsoft.KeyVault/vaults");
+
+    // One group; odd casing; $expand.
+    let path = format!(
+        "{}/RESOURCES?{V}&$expand=createdTime,changedTime,provisioningState",
+        rg1.replace("resourceGroups", "resourcegroups")
+    );
+    let in_rg1 = arm.pages(&t, &path).await.concat();
+    let mut names: Vec<&str> = in_rg1.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, RG1_NAMES);
+    assert!(in_rg1
+        .iter()
+        .all(|r| r["createdTime"].is_string() && r["provisioningState"] == "Succeeded"));
+
+    // $top pages; every resource once.
+    let pages = arm.pages(&t, &format!("{sub}/resources?{V}&$top=2")).await;
+    assert_eq!(pages.len(), 4, "{pages:?}");
+    assert!(pages.iter().all(|p| p.len() <= 2 && !p.is_empty()));
+    let mut paged: Vec<String> = pages
+        .concat()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    paged.sort();
+    assert_eq!(paged, ALL_NAMES);
+
+    // Filters.
+    let filtered = |f: &str| format!("{sub}/resources?{V}&$filter={}", urlencode(f));
+    assert_eq!(
+        arm.listed(
+            &t,
+            &filtered("resourceType eq 'microsoft.compute/virtualmachines'")
+        )
+        .await,
+        ["vm1", "vm2"]
+    );
+    assert_eq!(
+        arm.listed(&t, &filtered("substringof('1', name)")).await,
+        ["id1", "site1", "vm1"]
+    );
+    assert_eq!(
+        arm.listed(&t, &filtered("tagName eq 'env' and tagValue eq 'dev'"))
+            .await,
+        ["vm2"]
+    );
+    assert_eq!(
+        arm.listed(
+            &t,
+            &filtered("substringof('vm', name) and resourceGroup eq 'RG1'")
+        )
+        .await,
+        ["vm1"]
+    );
+    assert_eq!(
+        arm.listed(&t, &filtered("location eq 'East US'")).await,
+        ["app2", "vm2"]
+    );
+    assert_eq!(
+        arm.listed(
+            &t,
+            &format!("{rg2}/resources?{V}&$filter={}", urlencode("name eq 'vm2'"))
+        )
+        .await,
+        ["vm2"]
+    );
+
+    // Errors in ARM's shape.
+    let get = |path: String| {
+        let arm = &arm;
+        async move { arm.call(Method::GET, &path, None).await }
+    };
+    get(filtered("name gt 'a'"))
+        .await
+        .expect(400, "InvalidFilterInQueryString");
+    get(filtered("tagValue eq 'dev'"))
+        .await
+        .expect(400, "InvalidFilterInQueryString");
+    for top in ["0", "-3", "many"] {
+        get(format!("{sub}/resources?{V}&$top={top}"))
+            .await
+            .expect(400, "InvalidQueryParameterValue");
+    }
+    get(format!("{}/resources?{V}", arm.rg("no-such-group")))
+        .await
+        .expect(404, "ResourceGroupNotFound");
+    get(format!("{sub}/resources"))
+        .await
+        .expect(400, "MissingApiVersionParameter");
+    arm.call(
+        Method::PUT,
+        &format!("{sub}/resources?{V}"),
+        Some(&json!({})),
+    )
+    .await
+    .expect(405, "MethodNotAllowed");
+
+    // A Reader on rg1 sees rg1's resources, and nothing of rg2, from every list.
+    let (reader, token) = arm.app("rg1-reader").await;
+    arm.assign(&rg1, READER, &reader).await;
+    assert_eq!(
+        arm.listed(&token, &format!("{sub}/resources?{V}")).await,
+        RG1_NAMES
+    );
+    assert_eq!(
+        arm.listed(&token, &format!("{rg1}/resources?{V}")).await,
+        RG1_NAMES
+    );
+    assert!(arm
+        .listed(&token, &format!("{rg2}/resources?{V}"))
+        .await
+        .is_empty());
+    // A Reader of one resource sees that one.
+    let (one, one_token) = arm.app("vm2-reader").await;
+    arm.assign(
+        &format!("{rg2}/providers/Microsoft.Compute/virtualMachines/vm2"),
+        READER,
+        &one,
+    )
+    .await;
+    assert_eq!(
+        arm.listed(&one_token, &format!("{sub}/resources?{V}"))
+            .await,
+        ["vm2"]
+    );
+
+    // Deleted resources leave the list.
+    arm.call(
+        Method::DELETE,
+        &format!("{rg2}/providers/Microsoft.Compute/virtualMachines/vm2?{V}"),
+        None,
+    )
+    .await
+    .expect(200, "");
+    assert_eq!(
+        arm.listed(&t, &format!("{rg2}/resources?{V}")).await,
+        ["app2"]
+    );
+}
+
+/// `ResourceManagementClient.resources.list()` and `.list_by_resource_group(rg, filter=)`,
+/// run as the caller in the environment. Argument: `{"group", "filter", "top"}`.
+const LIST_SCRIPT: &str = r#"
+import json
+import sys
+
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.resource.resources import ResourceManagementClient
+
+from common import base_url, credential, error_code, report, subscription
+
+args = json.loads(sys.argv[1])
+client = ResourceManagementClient(credential(), subscription(), base_url=base_url())
+
+
+def shape(r):
+    return {
+        "id": r.id,
+        "name": r.name,
+        "type": r.type,
+        "location": r.location,
+        "tags": r.tags,
+        "kind": r.kind,
+        "sku": r.sku.name if r.sku else None,
+        "identity": getattr(r.identity.type, "value", r.identity.type) if r.identity else None,
+        "principal_id": r.identity.principal_id if r.identity else None,
+        "created": r.created_time.isoformat() if r.created_time else None,
+        "state": r.provisioning_state,
+    }
+
+
+def refused(call):
+    try:
+        call()
+    except HttpResponseError as e:
+        return [e.status_code, error_code(e)]
+    return None
+
+
+report({
+    "all": [shape(r) for r in client.resources.list(expand="createdTime,provisioningState")],
+    "paged": sorted(r.name for r in client.resources.list(top=args["top"])),
+    "group": sorted(r.name for r in client.resources.list_by_resource_group(args["group"])),
+    "filtered": sorted(
+        r.name for r in client.resources.list_by_resource_group(args["group"], filter=args["filter"])
+    ),
+    "missing": refused(lambda: list(client.resources.list_by_resource_group("no-such-group"))),
+    "bad_filter": refused(lambda: list(client.resources.list(filter="name gt 'x'"))),
+})
+"#;
+
+async fn generic_listing_through_the_sdk(backend: Backend) {
+    let arm = Arm::start(backend).await;
+    let (rg1, _) = estate(&arm).await;
+    let admin = (
+        arm.server.admin.client_id.to_string(),
+        arm.server.admin.client_secret.clone(),
+    );
+    let args = json!({
+        "group": "rg1",
+        "filter": "substringof('1', name) and resourceType eq 'Microsoft.Compute/virtualMachines'",
+        "top": 3,
+    });
+    let out = run_source_as(
+        &arm,
+        "list_resources.py",
+        LIST_SCRIPT,
+        admin,
+        &[args.to_string()],
+    )
+    .await;
+    let all = out["all"].as_array().unwrap();
+    let mut names: Vec<&str> = all.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ALL_NAMES, "{out}");
+    let vm1 = all.iter().find(|r| r["name"] == "vm1").unwrap();
+    assert_eq!(vm1["type"], "Microsoft.Compute/virtualMachines");
+    assert_eq!(vm1["identity"], "SystemAssigned", "{vm1}");
+    assert!(vm1["principal_id"].is_string(), "{vm1}");
+    assert_eq!(vm1["tags"], json!({"env": "prod"}));
+    assert!(vm1["created"].is_string(), "{vm1}");
+    assert_eq!(vm1["state"], "Succeeded");
+    let store = all.iter().find(|r| r["name"] == STORE).unwrap();
+    assert_eq!(store["kind"], "StorageV2");
+    assert_eq!(store["sku"], "Standard_LRS");
+    assert_eq!(out["paged"], json!(ALL_NAMES));
+    assert_eq!(out["group"], json!(RG1_NAMES));
+    assert_eq!(out["filtered"], json!(["vm1"]));
+    assert_eq!(out["missing"], json!([404, "ResourceGroupNotFound"]));
+    assert_eq!(
+        out["bad_filter"],
+        json!([400, "InvalidFilterInQueryString"])
+    );
+
+    // A Reader scoped to rg1 sees only rg1's resources, from the subscription's list too.
+    let reader = arm.app_with_secret("sdk-rg1-reader").await;
+    arm.assign(&rg1, READER, &reader.object_id).await;
+    let out = run_source_as(
+        &arm,
+        "list_resources.py",
+        LIST_SCRIPT,
+        (reader.client_id.clone(), reader.secret.clone()),
+        &[args.to_string()],
+    )
+    .await;
+    let mut names: Vec<&str> = out["all"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, RG1_NAMES, "{out}");
+    assert_eq!(out["paged"], json!(RG1_NAMES));
+    assert_eq!(out["group"], json!(RG1_NAMES));
+    assert_eq!(out["filtered"], json!(["vm1"]));
+}
+
+/// `lanyard resource list`, as `az resource list`: the whole subscription, `-g`, and the
+/// `--resource-type`, `--name` and `--tag` filters, with `az`'s output shapes.
+async fn resource_list_command(backend: Backend) {
+    let arm = Arm::start(backend).await;
+    estate(&arm).await;
+    // The server writes `endpoints.json`, which the CLI reads, as it starts serving.
+    let endpoints = arm.server.data_dir.join("endpoints.json");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&endpoints)
+            .is_ok_and(|t| t.contains(&arm.server.addr.port().to_string()))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let data_dir = arm.server.data_dir.clone();
+    let run = |args: &'static [&'static str]| {
+        let data_dir = data_dir.clone();
+        async move {
+            let mut cmd = lanyard();
+            cmd.arg("resource")
+                .arg("list")
+                .args(args)
+                .env("LANYARD_DATA_DIR", &data_dir);
+            let out = tokio::process::Command::from(cmd)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let json_of = |args: &'static [&'static str]| {
+        let run = &run;
+        async move {
+            let (code, stdout, stderr) = run(args).await;
+            assert_eq!(code, 0, "resource list {args:?}: {stderr}");
+            serde_json::from_str::<Value>(&stdout).unwrap()
+        }
+    };
+    let names = |v: &Value| {
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+
+    let all = json_of(&[]).await;
+    assert_eq!(names(&all), ALL_NAMES);
+    let vm2 = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "vm2")
+        .unwrap();
+    assert_eq!(vm2["resourceGroup"], "rg2");
+    assert_eq!(vm2["provisioningState"], "Succeeded");
+    assert!(vm2["createdTime"].is_string(), "{vm2}");
+    assert_eq!(names(&json_of(&["-g", "rg1"]).await), RG1_NAMES);
+    assert_eq!(
+        names(&json_of(&["--resource-type", "Microsoft.Compute/virtualMachines"]).await),
+        ["vm1", "vm2"]
+    );
+    assert_eq!(
+        names(
+            &json_of(&[
+                "--namespace",
+                "Microsoft.Web",
+                "--resource-type",
+                "sites",
+                "-g",
+                "rg1"
+            ])
+            .await
+        ),
+        ["site1"]
+    );
+    assert_eq!(names(&json_of(&["-n", "app2"]).await), ["app2"]);
+    assert_eq!(names(&json_of(&["--tag", "env=prod"]).await), ["vm1"]);
+    assert_eq!(names(&json_of(&["--tag", "env"]).await), ["vm1", "vm2"]);
+    let (code, tsv, _) = run(&["-g", "rg2", "--query", "[].type", "-o", "tsv"]).await;
+    assert_eq!(code, 0);
+    let mut types: Vec<&str> = tsv.lines().collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "Microsoft.App/containerApps",
+            "Microsoft.Compute/virtualMachines"
+        ]
+    );
+    let (code, table, _) = run(&["-g", "rg2", "-o", "table"]).await;
+    assert_eq!(code, 0);
+    let header = table.lines().next().unwrap();
+    for column in ["Name", "ResourceGroup", "Location", "Type", "Status"] {
+        assert!(header.contains(column), "{table}");
+    }
+    // A missing group is the service's 404; a bad combination is refused before any call.
+    let (code, _, stderr) = run(&["-g", "no-such-group"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("ResourceGroupNotFound"), "{stderr}");
+    let (code, _, stderr) = run(&["--tag", "env", "-n", "vm1"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--tag"), "{stderr}");
+}
+
+/// Writes that were authorized and failed are in the activity log once, as `Failed` with
+/// their status and error, without their bodies; reads, unauthenticated calls and refusals
+/// (already logged) add nothing.
+async fn failed_writes_are_in_the_activity_log(backend: Backend) {
+    let arm = Arm::start(backend).await;
+    let rg = arm.group("audit").await;
+    let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
+    arm.put(&format!("{vm}?{V}"), json!({"location": "westus"}))
+        .await;
+    let with = |id: &'static str| [("x-ms-correlation-request-id", id)];
+    let token = arm.token.clone();
+
+    // A group moved to another location: 409.
+    arm.send(
+        Some(&token),
+        Method::PUT,
+        &format!("{rg}?{V}"),
+        Some(&json!({"location": "eastus"})),
+        &with("fail-group"),
+    )
+    .await
+    .expect(409, "InvalidResourceGroupLocation");
+    // A VM moved to another location, with a password in the body: 409.
+    arm.send(
+        Some(&token),
+        Method::PUT,
+        &format!("{vm}?{V}"),
+        Some(&json!({"location": "eastus",
+            "properties": {"osProfile": {"adminPassword": "hunter2-secret"}}})),
+        &with("fail-vm"),
+    )
+    .await
+    .expect(409, "InvalidResourceLocation");
+    // The same role assignment twice: 409.
+    let (principal, reader_token) = arm.app("audit-reader").await;
+    arm.assign(&rg, READER, &principal).await;
+    let duplicate = format!(
+        "{rg}/providers/Microsoft.Authorization/roleAssignments/{}",
+        Uuid::new_v4()
+    );
+    arm.send(
+        Some(&token),
+        Method::PUT,
+        &format!("{duplicate}?api-version=2022-04-01"),
+        Some(&json!({"properties": {
+            "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{READER}", arm.sub),
+            "principalId": principal,
+        }})),
+        &with("fail-assignment"),
+    )
+    .await
+    .expect(409, "RoleAssignmentExists");
+    // A delete of a group that is not there is 204 (no failure); a PATCH of a missing
+    // identity is 404.
+    arm.send(
+        Some(&token),
+        Method::PATCH,
+        &format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost?{V}"),
+        Some(&json!({"tags": {}})),
+        &with("fail-patch"),
+    )
+    .await
+    .expect(404, "");
+    // Not logged: a failed read, an unauthenticated write, a write with no api-version.
+    arm.send(
+        Some(&token),
+        Method::GET,
+        &format!("{rg}/providers/Microsoft.Compute/virtualMachines/nope?{V}"),
+        None,
+        &with("read-404"),
+    )
+    .await
+    .expect(404, "ResourceNotFound");
+    arm.send(
+        None,
+        Method::PUT,
+        &format!("{rg}?{V}"),
+        Some(&json!({"location": "eastus"})),
+        &with("anonymous"),
+    )
+    .await
+    .expect(401, "");
+    arm.send(
+        Some(&token),
+        Method::PUT,
+        &rg,
+        Some(&json!({"location": "eastus"})),
+        &with("no-version"),
+    )
+    .await
+    .expect(400, "MissingApiVersionParameter");
+    // A refusal is logged once, by the authorization check.
+    arm.send(
+        Some(&reader_token),
+        Method::PUT,
+        &format!("{vm}?{V}"),
+        Some(&json!({"location": "eastus"})),
+        &with("denied"),
+    )
+    .await
+    .expect(403, "AuthorizationFailed");
+
+    let log = arm
+        .activity("eventTimestamp ge '2000-01-01T00:00:00Z' and status eq 'Failed'")
+        .await;
+    let entries = |c: &str| -> Vec<Value> {
+        log.iter()
+            .filter(|e| e["correlationId"] == c)
+            .cloned()
+            .collect()
+    };
+    let error_of = |e: &Value| -> Value {
+        serde_json::from_str(e["properties"]["statusMessage"].as_str().unwrap()).unwrap()
+    };
+    let check = |c: &str, operation: &str, resource: &str, sub_status: &str, code: &str| {
+        let found = entries(c);
+        assert_eq!(found.len(), 1, "{c}: {log:?}");
+        let e = &found[0];
+        assert_eq!(e["operationName"]["value"], operation, "{e}");
+        assert_eq!(e["resourceId"], resource, "{e}");
+        assert_eq!(e["status"]["value"], "Failed", "{e}");
+        assert_eq!(e["subStatus"]["value"], sub_status, "{e}");
+        assert_eq!(e["level"], "Error", "{e}");
+        assert!(e["caller"].is_string(), "{e}");
+        let error = error_of(e);
+        assert_eq!(error["error"]["code"], code, "{e}");
+        assert!(error["error"]["message"].is_string(), "{e}");
+        assert!(e["properties"].get("requestbody").is_none(), "{e}");
+        e.clone()
+    };
+    check(
+        "fail-group",
+        "Microsoft.Resources/subscriptions/resourceGroups/write",
+        &rg,
+        "Conflict",
+        "InvalidResourceGroupLocation",
+    );
+    let e = check(
+        "fail-vm",
+        "Microsoft.Compute/virtualMachines/write",
+        &vm,
+        "Conflict",
+        "InvalidResourceLocation",
+    );
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    check(
+        "fail-assignment",
+        "Microsoft.Authorization/roleAssignments/write",
+        &duplicate,
+        "Conflict",
+        "RoleAssignmentExists",
+    );
+    check(
+        "fail-patch",
+        "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+        &format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost"),
+        "NotFound",
+        "ResourceNotFound",
+    );
+    for c in ["read-404", "anonymous", "no-version"] {
+        assert!(entries(c).is_empty(), "{c} is not logged: {log:?}");
+    }
+    let denied = entries("denied");
+    assert_eq!(denied.len(), 1, "{log:?}");
+    assert_eq!(denied[0]["subStatus"]["value"], "Forbidden");
+    assert_eq!(denied[0]["caller"], principal);
+    // The whole log holds no password, in failures or successes.
+    let everything = arm
+        .activity("eventTimestamp ge '2000-01-01T00:00:00Z'")
+        .await;
+    assert!(!Value::Array(everything).to_string().contains("hunter2"));
+    // And the CLI's filter finds the failures by status.
+    let failed_only = arm
+        .activity(&format!(
+            "eventTimestamp ge '2000-01-01T00:00:00Z' and resourceUri eq '{vm}' and status eq 'Failed'"
+        ))
+        .await;
+    assert_eq!(failed_only.len(), 2, "{failed_only:?}");
 }
