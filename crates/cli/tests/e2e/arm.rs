@@ -1237,21 +1237,6 @@ async fn run_sdk_as(
     run_script_as(arm, script(name), name, (client_id, secret), args).await
 }
 
-/// Runs Python `source` (kept in this file, beside the scripts of `tests/python/arm` whose
-/// `common` module it imports) as the service principal `(client id, secret)`.
-async fn run_source_as(
-    arm: &Arm,
-    name: &str,
-    source: &str,
-    credential: (String, String),
-    args: &[String],
-) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(name);
-    std::fs::write(&path, source).unwrap();
-    run_script_as(arm, path, name, credential, args).await
-}
-
 async fn run_script_as(
     arm: &Arm,
     path: PathBuf,
@@ -1678,57 +1663,6 @@ async fn generic_resource_listing(backend: Backend) {
     );
 }
 
-/// `ResourceManagementClient.resources.list()` and `.list_by_resource_group(rg, filter=)`,
-/// run as the caller in the environment. Argument: `{"group", "filter", "top"}`.
-const LIST_SCRIPT: &str = r#"
-import json
-import sys
-
-from azure.core.exceptions import HttpResponseError
-from azure.mgmt.resource.resources import ResourceManagementClient
-
-from common import base_url, credential, error_code, report, subscription
-
-args = json.loads(sys.argv[1])
-client = ResourceManagementClient(credential(), subscription(), base_url=base_url())
-
-
-def shape(r):
-    return {
-        "id": r.id,
-        "name": r.name,
-        "type": r.type,
-        "location": r.location,
-        "tags": r.tags,
-        "kind": r.kind,
-        "sku": r.sku.name if r.sku else None,
-        "identity": getattr(r.identity.type, "value", r.identity.type) if r.identity else None,
-        "principal_id": r.identity.principal_id if r.identity else None,
-        "created": r.created_time.isoformat() if r.created_time else None,
-        "state": r.provisioning_state,
-    }
-
-
-def refused(call):
-    try:
-        call()
-    except HttpResponseError as e:
-        return [e.status_code, error_code(e)]
-    return None
-
-
-report({
-    "all": [shape(r) for r in client.resources.list(expand="createdTime,provisioningState")],
-    "paged": sorted(r.name for r in client.resources.list(top=args["top"])),
-    "group": sorted(r.name for r in client.resources.list_by_resource_group(args["group"])),
-    "filtered": sorted(
-        r.name for r in client.resources.list_by_resource_group(args["group"], filter=args["filter"])
-    ),
-    "missing": refused(lambda: list(client.resources.list_by_resource_group("no-such-group"))),
-    "bad_filter": refused(lambda: list(client.resources.list(filter="name gt 'x'"))),
-})
-"#;
-
 async fn generic_listing_through_the_sdk(backend: Backend) {
     let arm = Arm::start(backend).await;
     let (rg1, _) = estate(&arm).await;
@@ -1741,14 +1675,7 @@ async fn generic_listing_through_the_sdk(backend: Backend) {
         "filter": "substringof('1', name) and resourceType eq 'Microsoft.Compute/virtualMachines'",
         "top": 3,
     });
-    let out = run_source_as(
-        &arm,
-        "list_resources.py",
-        LIST_SCRIPT,
-        admin,
-        &[args.to_string()],
-    )
-    .await;
+    let out = run_sdk_as(&arm, "list_resources.py", admin, &[args.to_string()]).await;
     let all = out["all"].as_array().unwrap();
     let mut names: Vec<&str> = all.iter().map(|r| r["name"].as_str().unwrap()).collect();
     names.sort();
@@ -1775,10 +1702,9 @@ async fn generic_listing_through_the_sdk(backend: Backend) {
     // A Reader scoped to rg1 sees only rg1's resources, from the subscription's list too.
     let reader = arm.app_with_secret("sdk-rg1-reader").await;
     arm.assign(&rg1, READER, &reader.object_id).await;
-    let out = run_source_as(
+    let out = run_sdk_as(
         &arm,
         "list_resources.py",
-        LIST_SCRIPT,
         (reader.client_id.clone(), reader.secret.clone()),
         &[args.to_string()],
     )
