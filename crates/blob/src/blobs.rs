@@ -480,7 +480,7 @@ pub async fn get_blob(ctx: &Ctx<'_>, path: &BlobPath, head: bool) -> Result<Resp
     // file: then read the document again. The same file missing twice is a real loss.
     let mut missing: Option<String> = None;
     for _ in 0..RETRIES {
-        let stored = docs::existing_blob(ctx, path).await?;
+        let stored = docs::existing_blob_to_read(ctx, path).await?;
         let condition = conditions.check_read(stored.condition_version())?;
         let doc = stored.doc;
         if condition == ReadCondition::NotModified {
@@ -506,7 +506,12 @@ pub async fn get_blob(ctx: &Ctx<'_>, path: &BlobPath, head: bool) -> Result<Resp
         if range.is_some() && range_md5 && len > MAX_RANGE_MD5 {
             return Err(BlobError::OutOfRangeInput);
         }
-        let read = if len <= SMALL_READ || range_md5 {
+        let small = ctx.plane.small_content(&doc.file, doc.size).await;
+        let read = if let Some(whole) = small {
+            whole
+                .and_then(|bytes| slice(bytes, offset, len))
+                .map(Content::Whole)
+        } else if len <= SMALL_READ || range_md5 {
             ctx.files()
                 .read(&doc.file, offset, len)
                 .await
@@ -573,6 +578,20 @@ pub async fn get_blob(ctx: &Ctx<'_>, path: &BlobPath, head: bool) -> Result<Resp
     Err(contended())
 }
 
+/// `len` bytes at `offset` of a blob's whole content; a file shorter than its document
+/// says is a loss, as when reading it from disk.
+fn slice(whole: bytes::Bytes, offset: u64, len: u64) -> std::io::Result<bytes::Bytes> {
+    let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+    let end = usize::try_from(offset + len).map_err(std::io::Error::other)?;
+    if end > whole.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the blob's file is shorter than its document says",
+        ));
+    }
+    Ok(whole.slice(start..end))
+}
+
 enum Content {
     Whole(bytes::Bytes),
     Stream(tokio::fs::File, u64),
@@ -581,7 +600,7 @@ enum Content {
 /// Get Blob Metadata (GET or HEAD of `comp=metadata`).
 pub async fn get_metadata(ctx: &Ctx<'_>, path: &BlobPath) -> Result<Response, BlobError> {
     ctx.require(Permission::BlobRead, &path.container)?;
-    let stored = docs::existing_blob(ctx, path).await?;
+    let stored = docs::existing_blob_to_read(ctx, path).await?;
     let conditions = Conditions::from_headers(ctx.headers);
     if conditions.check_read(stored.condition_version())? == ReadCondition::NotModified {
         return Ok(Reply::new(StatusCode::NOT_MODIFIED)

@@ -96,6 +96,25 @@ pub async fn existing_blob(ctx: &Ctx<'_>, path: &BlobPath) -> Result<Stored<Blob
     }
 }
 
+/// [`existing_blob`] for reads that change nothing (get, properties, metadata): the document
+/// comes from a read that began after this call, shared with concurrent requests for the
+/// same blob (see [`crate::coalesce`]).
+pub async fn existing_blob_to_read(
+    ctx: &Ctx<'_>,
+    path: &BlobPath,
+) -> Result<Stored<BlobDoc>, BlobError> {
+    let key = blob_key(ctx.account_name(), &path.container, &path.blob);
+    let read = ctx
+        .plane
+        .reads
+        .document(&ctx.plane.state.store, BLOBS, &key)
+        .await?;
+    match read.as_ref().map(Stored::from_record).transpose()? {
+        Some(b) => Ok(b),
+        None => Err(not_found(ctx, path).await),
+    }
+}
+
 /// The right 404 for a blob that is not there.
 pub async fn not_found(ctx: &Ctx<'_>, path: &BlobPath) -> BlobError {
     match container(ctx, &path.container).await {

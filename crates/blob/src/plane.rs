@@ -1,11 +1,20 @@
 //! The plane: its state, its router, and the one entry point every request goes through
 //! (authenticate, classify, find the account, hand over to the operation's handler).
 //!
-//! The account of a host is looked up in the name registry and cached, stamped with the
-//! platform's commit generation (which every resource write bumps), so a read costs no
-//! database round trip for the account.
+//! The account of a host is looked up in the name registry and kept in memory, stamped with
+//! the platform's commit generation (which every resource write bumps, here or on another
+//! server sharing the database), so a read costs no database round trip for the account.
+//! An entry answers only while that generation is current and for at most
+//! [`ACCOUNT_MAX_AGE_SECS`]; an account that does not exist is remembered for no longer
+//! either, so one created on another server is found within that time. Both are bounded
+//! ([`ACCOUNT_CACHE`], [`MISSING_CACHE`]), misses apart so that naming many absent accounts
+//! cannot push out the ones in use.
+//!
+//! Small committed content (at most [`CONTENT_ITEM_MAX`] bytes per blob, [`CONTENT_CACHE_BYTES`]
+//! in all) is kept too, by file name: a file's name is fresh for every write and its content
+//! never changes after it is committed, so the blob's document, which is read from the store
+//! on every request, says which content is current.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Body;
@@ -15,6 +24,7 @@ use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use bytes::Bytes;
 use lanyard_domain::ResourceId;
 use lanyard_platform::authn::Caller;
 use lanyard_platform::{AccountName, AppState};
@@ -23,6 +33,8 @@ use lanyard_token::Validator;
 use time::OffsetDateTime;
 
 use crate::access::{self, Permission};
+use crate::cache::Bounded;
+use crate::coalesce::Reads;
 use crate::error::BlobError;
 use crate::files::FileStore;
 use crate::model::{decode, AccountEntry};
@@ -42,14 +54,30 @@ pub struct Account {
     pub id: ResourceId,
 }
 
+/// An account lookup and when it was made.
 #[derive(Debug, Clone)]
 struct Cached {
     generation: u64,
+    read_at: i64,
     account: Option<Arc<Account>>,
 }
 
-/// Accounts cached at most; beyond it the cache starts over.
-const ACCOUNT_CACHE: usize = 10_000;
+impl Cached {
+    fn current(&self, generation: u64, now: i64) -> bool {
+        self.generation == generation && (0..ACCOUNT_MAX_AGE_SECS).contains(&(now - self.read_at))
+    }
+}
+
+/// Accounts kept at most.
+pub const ACCOUNT_CACHE: usize = 10_000;
+/// Names found to have no account, kept at most.
+pub const MISSING_CACHE: usize = 1_000;
+/// An account lookup is made again after this long even if no commit was seen.
+pub const ACCOUNT_MAX_AGE_SECS: i64 = 2;
+/// Largest blob whose content is kept in memory.
+pub const CONTENT_ITEM_MAX: u64 = 64 * 1024;
+/// Content kept in memory at most, in bytes.
+pub const CONTENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// What the handlers share.
 pub struct Plane {
@@ -57,7 +85,11 @@ pub struct Plane {
     pub files: FileStore,
     validator: Validator,
     challenge: String,
-    accounts: RwLock<HashMap<String, Cached>>,
+    accounts: RwLock<Bounded<String, Cached>>,
+    missing: RwLock<Bounded<String, Cached>>,
+    content: RwLock<Bounded<String, Bytes>>,
+    /// Where reads of a blob's document join concurrent reads of the same document.
+    pub reads: Reads,
 }
 
 impl Plane {
@@ -67,21 +99,35 @@ impl Plane {
             files: file_store(&state),
             challenge: access::challenge(&state),
             validator,
-            accounts: RwLock::new(HashMap::new()),
+            accounts: RwLock::new(Bounded::new(ACCOUNT_CACHE)),
+            missing: RwLock::new(Bounded::new(MISSING_CACHE)),
+            content: RwLock::new(Bounded::weighted(usize::MAX, CONTENT_CACHE_BYTES)),
+            reads: Reads::new(),
             state,
         }
     }
 
-    async fn account(&self, name: &str) -> Result<Arc<Account>, BlobError> {
+    fn cached_account(&self, name: &str, generation: u64, now: i64) -> Option<Cached> {
+        for map in [&self.accounts, &self.missing] {
+            let hit = map
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .filter(|c| c.current(generation, now))
+                .cloned();
+            if hit.is_some() {
+                return hit;
+            }
+        }
+        None
+    }
+
+    /// The account called `name`: from memory while current, else from the name registry.
+    pub async fn account(&self, name: &str) -> Result<Arc<Account>, BlobError> {
+        // Read before the store: a commit during the read leaves the entry already stale.
         let generation = self.state.generation();
-        let hit = self
-            .accounts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .filter(|c| c.generation == generation)
-            .cloned();
-        let cached = match hit {
+        let now = self.state.clock.unix();
+        let cached = match self.cached_account(name, generation, now) {
             Some(c) => c,
             None => {
                 let account = match self.state.store.document(ACCOUNTS, name).await? {
@@ -102,19 +148,69 @@ impl Plane {
                 };
                 let cached = Cached {
                     generation,
+                    read_at: now,
                     account,
                 };
-                let mut map = self.accounts.write().unwrap_or_else(|p| p.into_inner());
-                if map.len() >= ACCOUNT_CACHE {
-                    map.clear();
-                }
-                map.insert(name.to_string(), cached.clone());
+                let (keep, other) = if cached.account.is_some() {
+                    (&self.accounts, &self.missing)
+                } else {
+                    (&self.missing, &self.accounts)
+                };
+                other
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name);
+                keep.write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), cached.clone());
                 cached
             }
         };
         cached
             .account
             .ok_or_else(|| BlobError::AccountNotFound(name.to_string()))
+    }
+
+    /// Numbers of accounts, misses and content bytes held (for tests and diagnostics).
+    pub fn held(&self) -> (usize, usize, usize) {
+        let accounts = self
+            .accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let missing = self.missing.read().unwrap_or_else(|p| p.into_inner()).len();
+        let content = self
+            .content
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .weight();
+        (accounts, missing, content)
+    }
+
+    /// The whole content of the committed file `file` of `size` bytes, from memory when it
+    /// is small and was read before. `None` when the blob is too large to keep.
+    pub async fn small_content(&self, file: &str, size: u64) -> Option<std::io::Result<Bytes>> {
+        if size > CONTENT_ITEM_MAX {
+            return None;
+        }
+        let hit = self
+            .content
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(file)
+            .cloned();
+        if let Some(bytes) = hit {
+            return Some(Ok(bytes));
+        }
+        let read = self.files.read(file, 0, size).await;
+        if let Ok(bytes) = &read {
+            let weight = bytes.len();
+            self.content
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert_weighted(file.to_string(), bytes.clone(), weight);
+        }
+        Some(read)
     }
 }
 

@@ -1011,3 +1011,104 @@ async fn lost_content_is_an_internal_error_not_a_retry_loop() {
     r.error(500, "InternalError");
     assert!(!r.text().contains(&files[0]), "no paths in answers");
 }
+
+/// The account of a host is kept while the commit generation it was read at is current; a
+/// miss is remembered only briefly; misses cannot push out accounts in use.
+#[tokio::test]
+async fn accounts_are_kept_per_commit_generation_and_misses_briefly() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use lanyard_blob::plane::{Plane as BlobPlane, MISSING_CACHE};
+    use lanyard_blob::BlobError;
+    use lanyard_domain::ManualClock;
+    use lanyard_storage::{Batch, Change};
+
+    let clock = ManualClock::at_unix(1_750_000_000);
+    let plane = Plane::with_clock(Arc::new(clock.clone())).await;
+    let state = &plane.state;
+    let blobs = BlobPlane::new(state.clone());
+    let a = blobs.account(ACCOUNT).await.unwrap();
+    let b = blobs.account(ACCOUNT).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "the second lookup reads nothing");
+    assert_eq!(a.id, plane.account);
+
+    // Another server drops the account's registration; this server's generation has not
+    // moved, so its entry still answers, until the generation advances.
+    let forget = Batch::new().with(Change::DeleteDocument {
+        collection: lanyard_blob::names::ACCOUNTS.into(),
+        key: ACCOUNT.into(),
+    });
+    state.store.commit(forget).await.unwrap();
+    assert!(blobs.account(ACCOUNT).await.is_ok());
+    state.generation.fetch_add(1, Ordering::SeqCst);
+    assert!(matches!(
+        blobs.account(ACCOUNT).await,
+        Err(BlobError::AccountNotFound(_))
+    ));
+
+    // Registered again on another server: the miss is remembered for under two seconds.
+    let registration = lanyard_blob::account::registration(&plane.account, None).unwrap();
+    let mut batch = Batch::new();
+    batch.changes = registration.changes;
+    state.store.commit(batch).await.unwrap();
+    assert!(blobs.account(ACCOUNT).await.is_err());
+    clock.advance(std::time::Duration::from_secs(2));
+    let c = blobs.account(ACCOUNT).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+
+    // Many absent names: bounded, and the account in use stays.
+    for i in 0..(MISSING_CACHE + 500) {
+        assert!(blobs.account(&format!("absent{i}")).await.is_err());
+    }
+    let (accounts, missing, _) = blobs.held();
+    assert_eq!(accounts, 1);
+    assert!(missing <= MISSING_CACHE, "{missing} misses held");
+    assert!(Arc::ptr_eq(&c, &blobs.account(ACCOUNT).await.unwrap()));
+}
+
+/// Small committed content is kept by file name: a replaced blob names a new file, so its
+/// new content is served; large blobs are never kept.
+#[tokio::test]
+async fn small_content_is_kept_per_file_and_replacements_are_seen() {
+    use lanyard_blob::plane::{Plane as BlobPlane, CONTENT_ITEM_MAX};
+
+    let plane = Plane::new().await;
+    let token = plane.token_with(CONTRIBUTOR).await;
+    with_container(&plane, &token, "data").await;
+    put_blob(&plane, &token, "/data/b", b"first content").await;
+    for _ in 0..2 {
+        let r = plane.call(Call::new(Method::GET, "/data/b", &token)).await;
+        assert_eq!(r.body, Bytes::from_static(b"first content"));
+    }
+    let r = plane
+        .call(Call::new(Method::GET, "/data/b", &token).header("range", "bytes=6-12"))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, Bytes::from_static(b"content"));
+    put_blob(&plane, &token, "/data/b", b"second").await;
+    let r = plane.call(Call::new(Method::GET, "/data/b", &token)).await;
+    assert_eq!(r.body, Bytes::from_static(b"second"));
+    let files = plane.settle(1).await;
+
+    // The cache itself: a file read once is served from memory after that.
+    let blobs = BlobPlane::new(plane.state.clone());
+    let got = blobs.small_content(&files[0], 6).await.unwrap().unwrap();
+    assert_eq!(got, Bytes::from_static(b"second"));
+    assert_eq!(blobs.held().2, 6);
+    std::fs::remove_file(plane.blob_root().join(&files[0])).unwrap();
+    let again = blobs.small_content(&files[0], 6).await.unwrap().unwrap();
+    assert_eq!(again, got);
+    // A file not read before and missing is an error, not kept.
+    assert!(blobs
+        .small_content("nosuch/file.blob", 3)
+        .await
+        .unwrap()
+        .is_err());
+    assert_eq!(blobs.held().2, 6);
+    // Too large to keep: left to the streaming path.
+    assert!(blobs
+        .small_content(&files[0], CONTENT_ITEM_MAX + 1)
+        .await
+        .is_none());
+}

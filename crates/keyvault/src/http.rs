@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::authorize::{self, VaultRef};
 use crate::challenge;
+use crate::coalesce::Reads;
 use crate::errors::KvError;
 use crate::resolve::VaultDirectory;
 use crate::route::{self, Operation};
@@ -34,6 +35,7 @@ struct Inner {
     /// `https://vault.{domain}[:{port}]`: the challenge's `resource`.
     audience: String,
     vaults: VaultDirectory,
+    reads: Reads,
 }
 
 impl KeyVault {
@@ -45,6 +47,7 @@ impl KeyVault {
             validator,
             audience,
             vaults: VaultDirectory::new(),
+            reads: Reads::new(),
         }))
     }
 }
@@ -100,11 +103,12 @@ async fn serve(kv: &KeyVault, request: Request) -> Result<Response, KvError> {
     let body = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|_| KvError::BodyTooLarge(limit))?;
-    let vault = vault.unlock(state).await?;
+    let vault = kv.0.vaults.unlock(state, vault).await?;
 
     let secrets = Secrets {
         state,
         vault: &vault,
+        reads: &kv.0.reads,
     };
     let shape = Shape {
         vault_url: &vault.url,

@@ -1,14 +1,29 @@
-//! The vault a host names: its resource (found by name through a small cache), its settings,
-//! and its data key, created on the vault's first data-plane request.
+//! The vault a host names: its resource (found by name through a small directory), its
+//! settings, and its data key, created on the vault's first data-plane request.
 //!
 //! Vault names are global, as in Azure: `{name}.vault.{domain}` is the vault of that name in
-//! any subscription. The name → id cache is rebuilt from the store when a name is missing
-//! and either a commit happened here since the last build or the build is a few seconds old
-//! (another server sharing the database may have created it). Every request re-reads the
-//! vault's resource, so permission-model and policy changes apply at once.
+//! any subscription. The name → id directory is rebuilt from the store when a name is
+//! missing and either a commit happened since the last build or the build is a few seconds
+//! old (another server sharing the database may have created it), so a miss is never
+//! remembered for longer than that.
+//!
+//! What a request would otherwise read from the store each time is kept in memory, bounded:
+//! - the vault's resource record and the settings parsed from it (permission model, access
+//!   policies, tenant), stamped with [`AppState::generation`]: an entry answers only while
+//!   no commit that puts or deletes a resource or principal has happened since it was read
+//!   (the generation also advances for such commits by other servers sharing the database),
+//!   and for at most [`RECORD_MAX_AGE_SECS`] seconds. So permission-model and policy
+//!   changes apply to the next request, and a deleted vault is not found by it;
+//! - the vault's layout and unwrapped data key, per (vault id, the resource's `created_at`):
+//!   the data-plane record is made once for a resource and never changes while that
+//!   resource exists, and a vault deleted and created again has a new `created_at`, so its
+//!   new data key is read (or made) afresh.
+//!
+//! Secrets themselves are never cached here: every operation reads them from the store.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::ops::Deref;
+use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -19,26 +34,63 @@ use lanyard_storage::{
 };
 use lanyard_token::DataKey;
 
+use crate::cache::{Bounded, Stamped};
 use crate::errors::KvError;
 use crate::stored::{data_key_aad, Layout, VaultDoc, SECRETS, VAULTS};
 use crate::vault::{VaultSettings, VAULT_TYPE};
 
 /// A cache build younger than this is trusted for misses (unless a local commit happened).
 const REBUILD_AFTER_SECS: i64 = 2;
+/// A cached vault record is read again after this long even if no commit was seen.
+pub const RECORD_MAX_AGE_SECS: i64 = 2;
+/// Vault records kept at most.
+pub const RECORD_CAPACITY: usize = 4096;
+/// Unwrapped data keys kept at most.
+pub const KEY_CAPACITY: usize = 1024;
 const LIST_PAGE: u32 = 1000;
 const RETRIES: usize = 4;
 
-/// A vault ready to serve a request.
-pub struct ResolvedVault {
-    pub id: ResourceId,
+/// What the data plane needs of a vault's resource.
+pub struct VaultInfo {
+    pub record: ResourceRecord,
     /// The name as the resource id spells it.
     pub name: String,
     /// `https://{name}.vault.{domain}[:{port}]`: the base of every id this vault returns.
     pub url: String,
     pub subscription: String,
     pub settings: VaultSettings,
+}
+
+impl VaultInfo {
+    pub fn id(&self) -> &ResourceId {
+        &self.record.id
+    }
+}
+
+/// A vault instance's key layout and unwrapped data key.
+pub struct VaultKey {
     pub layout: Layout,
     pub data_key: DataKey,
+}
+
+/// A vault ready to serve a request: its resource and its data key.
+pub struct ResolvedVault {
+    info: Arc<VaultInfo>,
+    pub key: Arc<VaultKey>,
+}
+
+impl ResolvedVault {
+    pub fn new(info: Arc<VaultInfo>, key: Arc<VaultKey>) -> Self {
+        Self { info, key }
+    }
+}
+
+impl Deref for ResolvedVault {
+    type Target = VaultInfo;
+
+    fn deref(&self) -> &VaultInfo {
+        &self.info
+    }
 }
 
 #[derive(Default)]
@@ -49,15 +101,80 @@ struct Names {
     built_at: i64,
 }
 
-/// Finds vaults by name.
-#[derive(Default)]
+/// A cached vault record and when (by the clock) it was read.
+#[derive(Clone)]
+struct Record {
+    info: Arc<VaultInfo>,
+    read_at: i64,
+}
+
+/// `(vault id key, resource created_at in Unix nanoseconds)`: what a data key belongs to.
+type KeyOf = (String, i128);
+
+/// Finds vaults by name, and keeps what it found (see the module documentation).
 pub struct VaultDirectory {
     names: RwLock<Names>,
+    records: RwLock<Bounded<String, Stamped<Record>>>,
+    keys: RwLock<Bounded<KeyOf, Arc<VaultKey>>>,
+}
+
+impl Default for VaultDirectory {
+    fn default() -> Self {
+        Self::with_capacity(RECORD_CAPACITY, KEY_CAPACITY)
+    }
 }
 
 impl VaultDirectory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A directory keeping at most `records` vault records and `keys` data keys.
+    pub fn with_capacity(records: usize, keys: usize) -> Self {
+        Self {
+            names: RwLock::default(),
+            records: RwLock::new(Bounded::new(records)),
+            keys: RwLock::new(Bounded::new(keys)),
+        }
+    }
+
+    /// The cached record of `name` (lower-cased), if it is still current.
+    fn cached_record(&self, state: &AppState, name: &str) -> Option<Arc<VaultInfo>> {
+        let generation = state.generation();
+        let now = state.clock.unix();
+        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
+        records
+            .get(name)?
+            .current(generation)
+            .filter(|r| (0..RECORD_MAX_AGE_SECS).contains(&(now - r.read_at)))
+            .map(|r| Arc::clone(&r.info))
+    }
+
+    fn keep_record(&self, name: String, generation: u64, read_at: i64, info: Arc<VaultInfo>) {
+        self.records
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                name,
+                Stamped {
+                    generation,
+                    value: Record { info, read_at },
+                },
+            );
+    }
+
+    fn forget_record(&self, name: &str) {
+        self.records
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// Number of vault records and data keys held (for tests and diagnostics).
+    pub fn held(&self) -> (usize, usize) {
+        let records = self.records.read().unwrap_or_else(|p| p.into_inner()).len();
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).len();
+        (records, keys)
     }
 
     fn cached(&self, name: &str) -> Option<ResourceId> {
@@ -146,44 +263,71 @@ impl VaultDirectory {
     /// [`FoundVault::unlock`], which the caller does once the request is authorized.
     pub async fn find(&self, state: &AppState, name: &str) -> Result<FoundVault, KvError> {
         let name = name.to_ascii_lowercase();
-        let record = self
-            .record(state, &name)
-            .await?
-            .ok_or_else(|| KvError::VaultNotFound(name.clone()))?;
-        Ok(FoundVault {
+        if let Some(info) = self.cached_record(state, &name) {
+            return Ok(FoundVault { info });
+        }
+        // Read before the store: a commit during the read leaves the entry already stale.
+        let generation = state.generation();
+        let read_at = state.clock.unix();
+        let Some(record) = self.record(state, &name).await? else {
+            self.forget_record(&name);
+            return Err(KvError::VaultNotFound(name));
+        };
+        let info = Arc::new(VaultInfo {
             name: record.id.name().to_string(),
             url: state.endpoints().vault(&name),
             subscription: record.id.subscription_id().unwrap_or_default().to_string(),
             settings: VaultSettings::from_body(&record.body, state.directory.tenant.id),
             record,
-        })
+        });
+        self.keep_record(name, generation, read_at, Arc::clone(&info));
+        Ok(FoundVault { info })
+    }
+
+    /// The layout and data key of the vault `info` describes: from memory when this
+    /// resource's key was loaded before, else loaded (or on the vault's first use, created).
+    pub async fn unlock(
+        &self,
+        state: &AppState,
+        found: FoundVault,
+    ) -> Result<ResolvedVault, KvError> {
+        let record = &found.info.record;
+        let of: KeyOf = (
+            record.id.key().to_string(),
+            record.created_at.unix_timestamp_nanos(),
+        );
+        let hit = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&of)
+            .cloned();
+        let key = match hit {
+            Some(key) => key,
+            None => {
+                let (layout, data_key) = data_key(state, record).await?;
+                let key = Arc::new(VaultKey { layout, data_key });
+                self.keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(of, Arc::clone(&key));
+                key
+            }
+        };
+        Ok(ResolvedVault::new(found.info, key))
     }
 }
 
 /// A vault whose resource was found, before its data key is loaded.
 pub struct FoundVault {
-    pub record: ResourceRecord,
-    /// The name as the resource id spells it.
-    pub name: String,
-    /// `https://{name}.vault.{domain}[:{port}]`.
-    pub url: String,
-    pub subscription: String,
-    pub settings: VaultSettings,
+    info: Arc<VaultInfo>,
 }
 
-impl FoundVault {
-    /// Loads (or on the vault's first use, creates) the data key.
-    pub async fn unlock(self, state: &AppState) -> Result<ResolvedVault, KvError> {
-        let (layout, data_key) = data_key(state, &self.record).await?;
-        Ok(ResolvedVault {
-            id: self.record.id,
-            name: self.name,
-            url: self.url,
-            subscription: self.subscription,
-            settings: self.settings,
-            layout,
-            data_key,
-        })
+impl Deref for FoundVault {
+    type Target = VaultInfo;
+
+    fn deref(&self) -> &VaultInfo {
+        &self.info
     }
 }
 

@@ -17,10 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backup::{self, BackedUpVersion, Contents};
+use crate::coalesce::Reads;
 use crate::errors::KvError;
 use crate::names::{SecretName, SecretVersion};
 use crate::resolve::ResolvedVault;
-use crate::stored::{DeletedDoc, SecretMeta, VersionDoc, SECRETS};
+use crate::stored::{DeletedDoc, LiveDoc, SecretMeta, VersionDoc, SECRETS};
 use crate::wire::{SecretValue, SetSecret, UpdateSecret};
 
 const RETRIES: usize = 8;
@@ -39,6 +40,8 @@ pub struct Page<T> {
 pub struct Secrets<'a> {
     pub state: &'a AppState,
     pub vault: &'a ResolvedVault,
+    /// Where reads of a secret's value join concurrent reads of the same document.
+    pub reads: &'a Reads,
 }
 
 fn expect_as_read<T>(key: &str, read: &Read<T>) -> Expect {
@@ -99,7 +102,7 @@ impl Secrets<'_> {
     }
 
     fn batch(&self) -> Batch {
-        Batch::new().expect(Expect::ResourceExists(self.vault.id.clone()))
+        Batch::new().expect(Expect::ResourceExists(self.vault.id().clone()))
     }
 
     /// Commits; `false` when an expectation failed and the caller should read again.
@@ -107,7 +110,7 @@ impl Secrets<'_> {
         match self.state.commit(batch).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict(_)) => {
-                if self.state.store.resource(&self.vault.id).await?.is_none() {
+                if self.state.store.resource(self.vault.id()).await?.is_none() {
                     return Err(KvError::VaultNotFound(self.vault.name.clone()));
                 }
                 Ok(false)
@@ -120,6 +123,16 @@ impl Secrets<'_> {
         self.state
             .store
             .document(SECRETS, key)
+            .await?
+            .map(decode)
+            .transpose()
+    }
+
+    /// [`Secrets::read`] through [`Reads`]: the same freshness, shared with concurrent
+    /// requests for the same document.
+    async fn read_shared<T: DeserializeOwned>(&self, key: &str) -> Result<Read<T>, KvError> {
+        self.reads
+            .document(&self.state.store, SECRETS, key)
             .await?
             .map(decode)
             .transpose()
@@ -165,10 +178,11 @@ impl Secrets<'_> {
     ) -> Result<String, KvError> {
         let sealed = self
             .vault
+            .key
             .data_key
             .seal(
                 value.expose().as_bytes(),
-                &self.vault.layout.value_aad(name, version),
+                &self.vault.key.layout.value_aad(name, version),
             )
             .map_err(|e| KvError::Internal(format!("sealing a secret value: {e}")))?;
         Ok(STANDARD.encode(sealed))
@@ -187,8 +201,9 @@ impl Secrets<'_> {
             .map_err(|_| corrupt())?;
         let plain = self
             .vault
+            .key
             .data_key
-            .open(&sealed, &self.vault.layout.value_aad(name, &version))
+            .open(&sealed, &self.vault.key.layout.value_aad(name, &version))
             .map_err(|_| corrupt())?;
         String::from_utf8(plain)
             .map(SecretValue::new)
@@ -197,7 +212,7 @@ impl Secrets<'_> {
 
     /// The deleted secret `name`, purging it instead when its retention has run out.
     async fn deleted(&self, name: &SecretName) -> Result<Read<DeletedDoc>, KvError> {
-        let key = self.vault.layout.deleted(name);
+        let key = self.vault.key.layout.deleted(name);
         let read = self.read::<DeletedDoc>(&key).await?;
         match read {
             Some((version, doc)) if doc.expired(self.now()) => {
@@ -211,7 +226,7 @@ impl Secrets<'_> {
     /// Purges a deleted secret read at `version` whose retention has run out. A concurrent
     /// change wins: whatever it did is what the next read sees.
     async fn purge_expired(&self, name: &SecretName, version: i64) -> Result<(), KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let key = layout.deleted(name);
         let batch = self
             .batch()
@@ -233,7 +248,7 @@ impl Secrets<'_> {
 
     /// `PUT /secrets/{name}`: a new version, which becomes the latest.
     pub async fn set(&self, name: &SecretName, request: &SetSecret) -> Result<SecretMeta, KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let live_key = layout.live(name);
         for _ in 0..RETRIES {
             let live = self.read::<SecretMeta>(&live_key).await?;
@@ -260,7 +275,7 @@ impl Secrets<'_> {
                 .expect(expect_as_read(&live_key, &live))
                 .expect(expect_as_read::<()>(&layout.deleted(name), &None))
                 .with(put(&layout.version(name, &version), 1, &doc)?)
-                .with(put(&live_key, next_version(&live), &meta)?);
+                .with(put(&live_key, next_version(&live), &LiveDoc::of(&doc))?);
             if self.commit(batch).await? {
                 return Ok(meta);
             }
@@ -268,27 +283,37 @@ impl Secrets<'_> {
         Err(gave_up())
     }
 
-    /// `GET /secrets/{name}[/{version}]`: the version's metadata and value.
+    /// `GET /secrets/{name}[/{version}]`: the version's metadata and value. The latest
+    /// version is read from the live document alone when it carries the value (one read);
+    /// else from its version document.
     pub async fn get(
         &self,
         name: &SecretName,
         version: Option<&SecretVersion>,
     ) -> Result<(SecretMeta, SecretValue), KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let (_, live) = self
-            .read::<SecretMeta>(&layout.live(name))
+            .read_shared::<LiveDoc>(&layout.live(name))
             .await?
             .ok_or_else(|| KvError::not_found(name, version))?;
-        let wanted = match version {
-            Some(v) => v.clone(),
-            None => SecretVersion::parse(&live.version).ok_or_else(|| {
-                KvError::Internal(format!("secret `{name}` has a malformed latest version"))
-            })?,
+        let latest = SecretVersion::parse(&live.meta.version).ok_or_else(|| {
+            KvError::Internal(format!("secret `{name}` has a malformed latest version"))
+        })?;
+        let wanted = version.cloned().unwrap_or_else(|| latest.clone());
+        let copy = if wanted == latest {
+            live.into_version()
+        } else {
+            None
         };
-        let (_, doc) = self
-            .read::<VersionDoc>(&layout.version(name, &wanted))
-            .await?
-            .ok_or_else(|| KvError::not_found(name, version))?;
+        let doc = match copy {
+            Some(doc) => doc,
+            None => {
+                self.read_shared::<VersionDoc>(&layout.version(name, &wanted))
+                    .await?
+                    .ok_or_else(|| KvError::not_found(name, version))?
+                    .1
+            }
+        };
         let attributes = &doc.meta.attributes;
         if !attributes.enabled {
             return Err(KvError::SecretDisabled { operation: "get" });
@@ -313,7 +338,7 @@ impl Secrets<'_> {
         version: Option<&SecretVersion>,
         request: &UpdateSecret,
     ) -> Result<SecretMeta, KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let live_key = layout.live(name);
         for _ in 0..RETRIES {
             let live = self.read::<SecretMeta>(&live_key).await?;
@@ -346,7 +371,7 @@ impl Secrets<'_> {
                 .expect(expect_as_read(&version_key, &read))
                 .with(put(&version_key, next_version(&read), &doc)?);
             if latest.version == doc.meta.version {
-                batch.push(put(&live_key, next_version(&live), &doc.meta)?);
+                batch.push(put(&live_key, next_version(&live), &LiveDoc::of(&doc))?);
             }
             if self.commit(batch).await? {
                 return Ok(doc.meta);
@@ -357,7 +382,7 @@ impl Secrets<'_> {
 
     /// `GET /secrets`: live secrets by name, after the lower-cased name `after`.
     pub async fn list(&self, after: Option<&str>, max: u32) -> Result<Page<SecretMeta>, KvError> {
-        let prefix = self.vault.layout.live_prefix();
+        let prefix = self.vault.key.layout.live_prefix();
         self.page(&prefix, after, max).await
     }
 
@@ -368,7 +393,7 @@ impl Secrets<'_> {
         after: Option<&str>,
         max: u32,
     ) -> Result<Page<SecretMeta>, KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         if self.read::<SecretMeta>(&layout.live(name)).await?.is_none() {
             return Err(KvError::not_found(name, None));
         }
@@ -402,7 +427,7 @@ impl Secrets<'_> {
 
     /// `DELETE /secrets/{name}`: the secret becomes a deleted, recoverable one.
     pub async fn delete(&self, name: &SecretName) -> Result<DeletedDoc, KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let live_key = layout.live(name);
         let deleted_key = layout.deleted(name);
         for _ in 0..RETRIES {
@@ -444,7 +469,7 @@ impl Secrets<'_> {
         after: Option<&str>,
         max: u32,
     ) -> Result<Page<DeletedDoc>, KvError> {
-        let prefix = self.vault.layout.deleted_prefix();
+        let prefix = self.vault.key.layout.deleted_prefix();
         let page = self.page::<DeletedDoc>(&prefix, after, max).await?;
         let now = self.now();
         let mut items = Vec::with_capacity(page.items.len());
@@ -455,7 +480,7 @@ impl Secrets<'_> {
             }
             if let Some(name) = SecretName::parse(&d.meta.name) {
                 if let Some((version, doc)) = self
-                    .read::<DeletedDoc>(&self.vault.layout.deleted(&name))
+                    .read::<DeletedDoc>(&self.vault.key.layout.deleted(&name))
                     .await?
                 {
                     if doc.expired(now) {
@@ -472,7 +497,7 @@ impl Secrets<'_> {
 
     /// `POST /deletedsecrets/{name}/recover`: the secret is live again with all its versions.
     pub async fn recover(&self, name: &SecretName) -> Result<SecretMeta, KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let live_key = layout.live(name);
         let deleted_key = layout.deleted(name);
         for _ in 0..RETRIES {
@@ -495,7 +520,7 @@ impl Secrets<'_> {
 
     /// `DELETE /deletedsecrets/{name}`: gone for good, unless the vault protects it.
     pub async fn purge(&self, name: &SecretName) -> Result<(), KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let deleted_key = layout.deleted(name);
         for _ in 0..RETRIES {
             let deleted = self.deleted(name).await?;
@@ -522,7 +547,7 @@ impl Secrets<'_> {
 
     /// `POST /secrets/{name}/backup`: every version, sealed for this subscription.
     pub async fn backup(&self, name: &SecretName) -> Result<String, KvError> {
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let (_, latest) = self
             .read::<SecretMeta>(&layout.live(name))
             .await?
@@ -544,7 +569,7 @@ impl Secrets<'_> {
     pub async fn restore(&self, blob: &str) -> Result<SecretMeta, KvError> {
         let contents = backup::open(self.state.tokens.kek(), &self.vault.subscription, blob)?;
         let name = SecretName::parse(&contents.latest.name).ok_or(KvError::BadBackup)?;
-        let layout = &self.vault.layout;
+        let layout = &self.vault.key.layout;
         let live_key = layout.live(&name);
         let deleted_key = layout.deleted(&name);
         let mut docs = Vec::with_capacity(contents.versions.len());

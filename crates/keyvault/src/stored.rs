@@ -6,8 +6,12 @@
 //!   data-plane request and replaced (with everything under the old instance) when the
 //!   resource it was made for is gone and a vault of the same id exists again.
 //! - [`SECRETS`], keys under `{vault id}/{instance}/` ([`Layout`]):
-//!   - `live/{name}`: a live secret: a copy of its latest version's metadata ([`SecretMeta`]),
-//!     so listing secrets is one range read;
+//!   - `live/{name}`: a live secret ([`LiveDoc`]): a copy of its latest version's metadata
+//!     ([`SecretMeta`]), so listing secrets is one range read, and (when written by a set or
+//!     an update of the latest version) that version's sealed value too, so reading the
+//!     latest value is one document read. Written in the same batch as the version document
+//!     whose copy it is; a live document without the value (older ones, recovered or
+//!     restored secrets) sends the reader on to the version document;
 //!   - `versions/{name}/{version}`: every version ([`VersionDoc`]), with its sealed value;
 //!   - `deleted/{name}`: a deleted secret ([`DeletedDoc`]); its versions stay where they are
 //!     until it is recovered or purged.
@@ -92,6 +96,45 @@ impl fmt::Debug for VersionDoc {
         f.debug_struct("VersionDoc")
             .field("meta", &self.meta)
             .field("sealed", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A live secret: its latest version's metadata and, when the writer recorded it, that
+/// version's sealed value (the same bytes as the version document's). Readers that want
+/// only the metadata decode it as a [`SecretMeta`].
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveDoc {
+    #[serde(flatten)]
+    pub meta: SecretMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+impl LiveDoc {
+    /// The live copy of `version`, value included.
+    pub fn of(version: &VersionDoc) -> Self {
+        Self {
+            meta: version.meta.clone(),
+            sealed: Some(version.sealed.clone()),
+        }
+    }
+
+    /// The latest version as a version document, when this copy carries its value.
+    pub fn into_version(self) -> Option<VersionDoc> {
+        self.sealed.map(|sealed| VersionDoc {
+            meta: self.meta,
+            sealed,
+        })
+    }
+}
+
+impl fmt::Debug for LiveDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveDoc")
+            .field("meta", &self.meta)
+            .field("sealed", &self.sealed.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -241,6 +284,40 @@ mod tests {
         );
         assert_eq!(removal(std::slice::from_ref(&vm)), vec![]);
         assert_eq!(removal(&[vm, vault.clone()]), forget_scope(&vault.id));
+    }
+
+    #[test]
+    fn live_docs_read_as_metadata_and_without_the_value() {
+        let meta = SecretMeta {
+            name: "Db".into(),
+            version: "0".repeat(32),
+            content_type: None,
+            tags: None,
+            attributes: Attributes {
+                enabled: true,
+                nbf: None,
+                exp: None,
+                created: 1,
+                updated: 1,
+            },
+        };
+        let version = VersionDoc {
+            meta: meta.clone(),
+            sealed: "c2VhbGVk".into(),
+        };
+        let live = serde_json::to_value(LiveDoc::of(&version)).unwrap();
+        // Metadata readers (lists, older servers) see the same metadata.
+        assert_eq!(
+            serde_json::from_value::<SecretMeta>(live.clone()).unwrap(),
+            meta
+        );
+        let back: LiveDoc = serde_json::from_value(live).unwrap();
+        assert_eq!(back.into_version().unwrap(), version);
+        // A live document written as bare metadata (before the value was copied) still reads.
+        let bare: LiveDoc = serde_json::from_value(serde_json::to_value(&meta).unwrap()).unwrap();
+        assert_eq!(bare.sealed, None);
+        assert_eq!(bare.into_version(), None);
+        assert!(!format!("{:?}", LiveDoc::of(&version)).contains("c2VhbGVk"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use lanyard_domain::{
     builtin, Clock, ManualClock, PrincipalType, ResourceId, RoleAssignment, Subscription,
     SubscriptionState, Tenant,
 };
+use lanyard_keyvault::errors::KvError;
+use lanyard_keyvault::resolve::{ResolvedVault, VaultDirectory};
 use lanyard_keyvault::vault::{validate_put, VaultContext, VAULT_TYPE};
 use lanyard_platform::access::AccessRuntime;
 use lanyard_platform::config::{Config, ConfigLayer};
@@ -139,6 +141,31 @@ impl Plane {
 
     /// Writes a vault resource the way the control plane does (through the same rules).
     async fn vault(&self, subscription: Uuid, name: &str, properties: Value) -> ResourceId {
+        let (id, record) = self.vault_record(subscription, name, properties).await;
+        self.state
+            .commit(Batch::new().with(Change::PutResource(record)))
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Writes a vault resource straight to the store, as another server sharing the
+    /// database would: this server's commit generation does not move.
+    async fn vault_elsewhere(&self, subscription: Uuid, name: &str, properties: Value) {
+        let (_, record) = self.vault_record(subscription, name, properties).await;
+        self.state
+            .store
+            .commit(Batch::new().with(Change::PutResource(record)))
+            .await
+            .unwrap();
+    }
+
+    async fn vault_record(
+        &self,
+        subscription: Uuid,
+        name: &str,
+        properties: Value,
+    ) -> (ResourceId, ResourceRecord) {
         let id = self
             .group(subscription)
             .with_provider("Microsoft.KeyVault", "vaults", name);
@@ -165,11 +192,7 @@ impl Plane {
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
         };
-        self.state
-            .commit(Batch::new().with(Change::PutResource(record)))
-            .await
-            .unwrap();
-        id
+        (id, record)
     }
 
     async fn drop_vault(&self, id: &ResourceId) {
@@ -1317,4 +1340,142 @@ async fn malformed_input_gets_4xx_in_key_vaults_shape() {
         .call("kv1", Method::GET, &p("/secrets/a"), &t, None)
         .await;
     assert_eq!(r.body["value"], "1");
+}
+
+/// The directory keeps a vault's record only while the commit generation it was read at is
+/// current (and for a couple of seconds at most), never remembers a miss for longer than
+/// that, and holds no more than it was given room for.
+#[tokio::test]
+async fn the_vault_directory_caches_records_by_commit_generation() {
+    let plane = Plane::new().await;
+    let state = &plane.state;
+    let sub = plane.subscription;
+    let dir = VaultDirectory::new();
+    plane
+        .vault(sub, "kv1", json!({"enableRbacAuthorization": true}))
+        .await;
+    let a = dir.find(state, "kv1").await.unwrap();
+    let b = dir.find(state, "KV1").await.unwrap();
+    assert!(a.settings.rbac);
+    assert!(
+        std::ptr::eq(&*a, &*b),
+        "a second request reads nothing from the store"
+    );
+
+    // Another server switches the vault to access policies. Until the generation moves
+    // (or the entry ages out), this server's copy answers.
+    plane
+        .vault_elsewhere(sub, "kv1", json!({"enableRbacAuthorization": false}))
+        .await;
+    assert!(dir.find(state, "kv1").await.unwrap().settings.rbac);
+    // The generation advances (a commit here or, through the platform, on another server
+    // sharing the database): the next request reads the record again.
+    state
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let c = dir.find(state, "kv1").await.unwrap();
+    assert!(!c.settings.rbac, "a new generation re-reads the vault");
+    assert!(!std::ptr::eq(&*a, &*c));
+
+    // Without any commit seen, an entry is read again after it is two seconds old.
+    plane
+        .vault_elsewhere(sub, "kv1", json!({"enableRbacAuthorization": true}))
+        .await;
+    assert!(!dir.find(state, "kv1").await.unwrap().settings.rbac);
+    plane.clock.advance(std::time::Duration::from_secs(2));
+    assert!(dir.find(state, "kv1").await.unwrap().settings.rbac);
+
+    // A local commit changes the record: the next request sees it.
+    plane
+        .vault(sub, "kv1", json!({"enableRbacAuthorization": false}))
+        .await;
+    assert!(!dir.find(state, "kv1").await.unwrap().settings.rbac);
+
+    // Deleted here: gone at once.
+    let id = plane
+        .group(sub)
+        .with_provider("Microsoft.KeyVault", "vaults", "kv1");
+    plane.drop_vault(&id).await;
+    assert!(matches!(
+        dir.find(state, "kv1").await,
+        Err(KvError::VaultNotFound(_))
+    ));
+
+    // A miss is not remembered for long: a vault created on another server appears within
+    // a couple of seconds even though no commit happened here.
+    assert!(dir.find(state, "kv9").await.is_err());
+    plane
+        .vault_elsewhere(sub, "kv9", json!({"enableRbacAuthorization": true}))
+        .await;
+    plane.clock.advance(std::time::Duration::from_secs(2));
+    assert_eq!(dir.find(state, "kv9").await.unwrap().name, "kv9");
+
+    // Bounded: many vaults, room for two records and two keys.
+    let small = VaultDirectory::with_capacity(2, 2);
+    for i in 0..5 {
+        let name = format!("many{i}");
+        plane
+            .vault(sub, &name, json!({"enableRbacAuthorization": true}))
+            .await;
+        let found = small.find(state, &name).await.unwrap();
+        small.unlock(state, found).await.unwrap();
+        let (records, keys) = small.held();
+        assert!(
+            records <= 2 && keys <= 2,
+            "held {records} records, {keys} keys"
+        );
+    }
+    assert_eq!(small.held(), (2, 2));
+    // What was dropped is read again when asked for.
+    let again = small.find(state, "many0").await.unwrap();
+    assert_eq!(small.unlock(state, again).await.unwrap().name, "many0");
+    // Misses take no room.
+    for i in 0..20 {
+        assert!(small.find(state, &format!("absent{i}")).await.is_err());
+    }
+    assert!(small.held().0 <= 2);
+}
+
+async fn unlock(state: &AppState, dir: &VaultDirectory, name: &str) -> ResolvedVault {
+    let found = dir.find(state, name).await.unwrap();
+    dir.unlock(state, found).await.unwrap()
+}
+
+/// A vault's data key is kept per resource: the same resource always unlocks with the same
+/// key, and a vault deleted and created again under the same name gets a new one.
+#[tokio::test]
+async fn a_recreated_vault_unlocks_with_a_new_data_key() {
+    let plane = Plane::new().await;
+    let state = &plane.state;
+    let sub = plane.subscription;
+    let dir = VaultDirectory::new();
+    let id = plane
+        .vault(sub, "kv2", json!({"enableRbacAuthorization": true}))
+        .await;
+    let first = unlock(state, &dir, "kv2").await;
+    let aad = b"lanyard/test";
+    let sealed = first.key.data_key.seal(b"value", aad).unwrap();
+    // A commit elsewhere in the platform moves the generation; the key stays the same one.
+    state
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let again = unlock(state, &dir, "kv2").await;
+    assert!(Arc::ptr_eq(&first.key, &again.key));
+    // What is cached is what the store says: a fresh directory unlocks the same key.
+    let fresh = unlock(state, &VaultDirectory::new(), "kv2").await;
+    assert_eq!(fresh.key.layout, first.key.layout);
+    assert_eq!(fresh.key.data_key.open(&sealed, aad).unwrap(), b"value");
+
+    plane.drop_vault(&id).await;
+    assert!(dir.find(state, "kv2").await.is_err());
+    plane
+        .vault(sub, "kv2", json!({"enableRbacAuthorization": true}))
+        .await;
+    let second = unlock(state, &dir, "kv2").await;
+    assert!(!Arc::ptr_eq(&first.key, &second.key));
+    assert_ne!(second.key.layout, first.key.layout);
+    assert!(
+        second.key.data_key.open(&sealed, aad).is_err(),
+        "the new vault's data key is a different key"
+    );
 }

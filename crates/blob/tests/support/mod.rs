@@ -10,8 +10,8 @@ use axum::Router;
 use http_body_util::BodyExt;
 use lanyard_domain::{
     builtin, Permission, Principal, PrincipalKind, PrincipalType, ResourceId, RoleAssignment,
-    RoleDefinition, RoleType, ServicePrincipalSource, Subscription, SubscriptionState, SystemClock,
-    Tenant,
+    RoleDefinition, RoleType, ServicePrincipalSource, SharedClock, Subscription, SubscriptionState,
+    SystemClock, Tenant,
 };
 use lanyard_platform::access::AccessRuntime;
 use lanyard_platform::config::{Config, ConfigLayer};
@@ -99,6 +99,11 @@ impl<'a> Call<'a> {
 
 impl Plane {
     pub async fn new() -> Plane {
+        Self::with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// A plane whose time is `clock` (a [`lanyard_domain::ManualClock`] in tests of time).
+    pub async fn with_clock(clock: SharedClock) -> Plane {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
@@ -122,7 +127,6 @@ impl Plane {
             display_name: "s".into(),
             state: SubscriptionState::Enabled,
         };
-        let clock = Arc::new(SystemClock);
         let tokens = TokenRuntime::load(
             Arc::clone(&store),
             Kek::generate(),
