@@ -1,5 +1,8 @@
 //! Configuration: flags, `LANYARD_*` environment variables and an optional TOML file, merged
 //! in that order of precedence and validated once at start.
+//!
+//! `feed-poll-ms` (file only, default 250) is how often a server reads the commit feed for
+//! the changes other servers sharing its database made.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,8 @@ pub struct ConfigLayer {
     pub log_format: Option<String>,
     /// Azure's identity-endpoint limits (20 requests/s, 5 at once per resource).
     pub identity_throttling: Option<bool>,
+    /// How often the commit feed is read for other servers' changes, in milliseconds.
+    pub feed_poll_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -40,6 +45,7 @@ impl ConfigLayer {
             key_rotation_secs: self.key_rotation_secs.or(lower.key_rotation_secs),
             log_format: self.log_format.or(lower.log_format),
             identity_throttling: self.identity_throttling.or(lower.identity_throttling),
+            feed_poll_ms: self.feed_poll_ms.or(lower.feed_poll_ms),
         }
     }
 
@@ -83,6 +89,9 @@ pub struct Config {
     pub key_rotation: Duration,
     pub log_format: LogFormat,
     pub identity_throttling: bool,
+    /// How often the commit feed is read for changes other servers sharing the database
+    /// made: the longest they take to be seen here (this server's own are seen at once).
+    pub feed_poll: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +108,7 @@ pub const DEFAULT_PORT: u16 = 8443;
 pub const DEFAULT_DOMAIN: &str = "lanyard.localhost";
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_KEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_FEED_POLL: Duration = Duration::from_millis(250);
 
 /// The data directory used when none is given: `$HOME/.lanyard`, else `./.lanyard`.
 pub fn default_data_dir() -> PathBuf {
@@ -148,6 +158,16 @@ impl Config {
                 })
             }
         };
+        let feed_poll = layer
+            .feed_poll_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_FEED_POLL);
+        if !(10..=60_000).contains(&feed_poll.as_millis()) {
+            return Err(ConfigError::Invalid {
+                name: "feed-poll-ms",
+                reason: "must be between 10 and 60000 (one minute)".into(),
+            });
+        }
         if let Some(url) = &layer.database_url {
             if !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
@@ -171,6 +191,7 @@ impl Config {
             key_rotation,
             log_format,
             identity_throttling: layer.identity_throttling.unwrap_or(false),
+            feed_poll,
         })
     }
 
@@ -246,6 +267,13 @@ mod tests {
         .unwrap();
         assert_eq!(ok.domain, "lanyard.example");
         assert_eq!(ok.port, DEFAULT_PORT);
+        assert_eq!(ok.feed_poll, DEFAULT_FEED_POLL);
+        let err = Config::from_layer(ConfigLayer {
+            feed_poll_ms: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("feed-poll-ms"), "{err}");
     }
 
     #[test]

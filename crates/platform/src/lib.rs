@@ -1,10 +1,12 @@
 //! What every Lanyard plane shares at run time.
 //!
 //! Layout:
-//! - [`access`]: the authorization index, loaded at start and kept in step with commits.
+//! - [`access`]: the authorization index, loaded at start and kept in step with the feed.
 //! - [`authn`]: the bearer token of a request, validated: who is calling.
 //! - [`config`]: flags, environment and TOML merged and validated.
-//! - [`state`]: [`AppState`], what handlers share; the public URL of each plane.
+//! - [`state`]: [`AppState`], what handlers share; the public URL of each plane; the
+//!   follower that applies the store's commit feed to the in-memory views, so servers
+//!   sharing a database see each other's changes ([`state::follow_feed`]).
 //! - [`error`]: the one place errors become HTTP, in each plane's dialect.
 //! - [`serve`]: the accept loops (TLS and plain HTTP) with graceful shutdown.
 //! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation.
@@ -21,4 +23,7 @@ pub mod state;
 pub mod tokens;
 
 pub use error::{ApiError, Dialect};
-pub use state::{AccountName, AppState, Directory, Endpoints, Shared, VaultName};
+pub use state::{
+    follow_feed, AccountName, AppState, Directory, Endpoints, FollowError, Generation, Shared,
+    VaultName,
+};

@@ -1,14 +1,38 @@
-//! What every handler shares: configuration, the store, the clock, the directory.
+//! What every handler shares: configuration, the store, the clock, the directory, and the
+//! in-memory views (authorization index, revocations, signing keys, commit generation).
+//!
+//! # Following the commit feed
+//!
+//! The views change only by applying the store's commit feed in sequence order (see
+//! `lanyard_storage`), so every server sharing a database sees one order of changes, its
+//! own among them:
+//! - [`AppState::commit`] commits, then catches up to at least the sequence number the
+//!   store gave the batch, applying on the way whatever other servers committed before it:
+//!   a caller reads its own write as soon as the call returns.
+//! - [`follow_feed`] (the server spawns it) reads the feed head every
+//!   [`Config::feed_poll`](crate::config::Config) and applies what is new, so another
+//!   server's change is seen here within that interval.
+//! - Applying is serialized by one mutex around "apply entries up to X" and resumes from
+//!   the position it reached. An entry updates the authorization index
+//!   ([`AccessRuntime::apply`]), merges revocations, reloads the key ring from the store when
+//!   keys changed, and bumps the generation when resources or principals changed.
+//! - A follower that finds entries pruned before it read them (it was stopped or cut off
+//!   longer than the feed is kept) reloads every view from the store and goes on from the
+//!   head it read before reloading. Entries after a snapshot's position are replayed over
+//!   it, which is harmless: each one sets what it names (upserts, deletes, revocation
+//!   epochs that only grow).
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lanyard_domain::{SharedClock, Subscription, Tenant};
-use lanyard_storage::Store;
+use lanyard_storage::{FeedChange, FeedEntry, Store};
 
 use crate::access::AccessRuntime;
 use crate::config::Config;
-use crate::tokens::TokenRuntime;
+use crate::tokens::{TokenRuntime, TokenRuntimeError};
 use lanyard_storage::{Batch, Change, StoreError};
 
 /// The tenant, subscription and administrator created at first start.
@@ -33,61 +57,76 @@ pub struct Shared {
     pub directory: Directory,
     pub tokens: Arc<TokenRuntime>,
     pub access: Arc<AccessRuntime>,
-    /// Bumped by every commit that could change which identity a resource holds or whether
-    /// a principal exists; caches of derived answers compare it instead of re-reading.
-    pub generation: std::sync::atomic::AtomicU64,
+    /// Bumped by every feed entry that could change which identity a resource holds or
+    /// whether a principal exists; caches of derived answers compare it instead of
+    /// re-reading. Also where the views stand in the feed.
+    pub generation: Generation,
+}
+
+/// The commit generation, and the feed position the views have reached.
+#[derive(Debug, Default)]
+pub struct Generation {
+    counter: AtomicU64,
+    /// The last feed entry applied; `None` until the follower first runs, when it starts
+    /// from the lower of the positions the runtimes were loaded at.
+    applied: tokio::sync::Mutex<Option<u64>>,
+}
+
+/// The counter itself (`load`, and `fetch_add` for tests that simulate a change).
+impl Deref for Generation {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        &self.counter
+    }
+}
+
+/// Feed entries read per query while catching up.
+const FEED_PAGE: u32 = 500;
+
+/// Why the views could not follow the feed.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] TokenRuntimeError),
 }
 
 impl AppState {
     pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
+        let shared = Arc::new(shared);
+        shared.tokens.attach(Arc::downgrade(&shared));
+        Self(shared)
     }
 
-    /// Commits `batch` and brings the in-memory views (authorization index, revocations) in
-    /// step with it. Every write goes through here.
+    /// Commits `batch`, then brings the in-memory views up to it (and to whatever other
+    /// servers committed before it). Every write goes through here.
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let changes = batch.changes.clone();
-        self.store.commit(batch).await?;
-        if changes.iter().any(|c| {
-            matches!(
-                c,
-                Change::PutResource(_)
-                    | Change::DeleteResource(_)
-                    | Change::DeleteResourcesWithin(_)
-                    | Change::PutPrincipal(_)
-                    | Change::DeletePrincipal(_)
-                    | Change::SetRevocation { .. }
-            )
-        }) {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        for change in &changes {
-            match change {
-                Change::SetRevocation {
-                    principal,
-                    valid_after,
-                } => self.tokens.revoked(*principal, *valid_after),
-                Change::PutDocument(doc) => {
-                    if let Some((principal, host, after)) =
-                        crate::tokens::parse_host_revocation(doc)
-                    {
-                        self.tokens.revoked_for_host(principal, host, after);
-                    }
-                }
-                _ => {}
+        let revocations: Vec<Change> = batch
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::SetRevocation { .. } | Change::PutDocument(_)))
+            .cloned()
+            .collect();
+        let Some(seq) = self.store.commit_seq(batch).await? else {
+            return Ok(());
+        };
+        if let Err(e) = self.catch_up(Some(seq)).await {
+            // The write is durable; only the views lag, until the background follower
+            // gets through. Say so loudly, and never let this server accept a token the
+            // batch revoked: revocation epochs only grow, so applying them early is safe.
+            tracing::error!(error = %e, seq, "the in-memory views could not follow a commit");
+            for change in &revocations {
+                self.apply_revocation(change);
             }
-        }
-        if let Err(e) = self.access.apply(self.store.as_ref(), &changes).await {
-            // The write is durable; only the in-memory view lags. Say so loudly.
-            tracing::error!(error = %e, "authorization index could not follow a commit");
         }
         Ok(())
     }
 
     /// The current commit generation (see [`Shared::generation`]).
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+        self.generation.counter.load(Ordering::SeqCst)
     }
 
     /// Audiences the control plane accepts: ours and Azure's public ones.
@@ -104,6 +143,148 @@ impl AppState {
         Endpoints {
             domain: self.config.domain.clone(),
             port: self.port,
+        }
+    }
+}
+
+impl Shared {
+    /// Applies feed entries until the views reflect at least `target` (or, with `None`,
+    /// everything visible now). Returns the position reached.
+    pub async fn catch_up(&self, target: Option<u64>) -> Result<u64, FollowError> {
+        let mut applied = self.generation.applied.lock().await;
+        let mut cursor = match *applied {
+            Some(position) => position,
+            None => self.access.loaded_at().min(self.tokens.loaded_at()),
+        };
+        if target.is_some_and(|t| cursor >= t) {
+            return Ok(cursor);
+        }
+        loop {
+            let page = self.store.feed(cursor, FEED_PAGE).await?;
+            let contiguous = page.first().is_some_and(|e| e.seq == cursor + 1);
+            if !contiguous {
+                let head = self.store.feed_head().await?;
+                if page.is_empty() && cursor >= head.pruned_through {
+                    break; // nothing new
+                }
+                // Entries after our position are gone: start again from a full reload.
+                tracing::warn!(
+                    position = cursor,
+                    pruned_through = head.pruned_through,
+                    "the commit feed moved past this server's views; reloading them"
+                );
+                cursor = self.reload_views().await?;
+                *applied = Some(cursor);
+                continue;
+            }
+            for entry in &page {
+                if entry.seq != cursor + 1 {
+                    break; // the next read starts from here and decides
+                }
+                self.apply_entry(entry).await?;
+                cursor = entry.seq;
+                *applied = Some(cursor);
+            }
+            let reached = target.is_none_or(|t| cursor >= t);
+            if page.len() < FEED_PAGE as usize && reached {
+                break;
+            }
+        }
+        *applied = Some(cursor);
+        Ok(cursor)
+    }
+
+    /// Applies one entry to every view; the generation moves last, once the rest is there.
+    async fn apply_entry(&self, entry: &FeedEntry) -> Result<(), FollowError> {
+        let mut bump = false;
+        let mut keys = false;
+        for change in &entry.changes {
+            match change {
+                FeedChange::PutResource(_)
+                | FeedChange::DeleteResource(_)
+                | FeedChange::DeleteResourcesWithin(_)
+                | FeedChange::PutPrincipal { .. }
+                | FeedChange::DeletePrincipal(_) => bump = true,
+                FeedChange::SetRevocation {
+                    principal,
+                    valid_after,
+                } => {
+                    self.tokens.revoked(*principal, *valid_after);
+                    bump = true;
+                }
+                FeedChange::PutDocument(doc) => {
+                    if let Some((principal, host, after)) =
+                        crate::tokens::parse_host_revocation(doc)
+                    {
+                        self.tokens.revoked_for_host(principal, host, after);
+                    }
+                }
+                FeedChange::PutKey(_) | FeedChange::DeleteKey(_) => keys = true,
+                _ => {}
+            }
+        }
+        self.access
+            .apply(self.store.as_ref(), &entry.changes)
+            .await?;
+        if keys {
+            self.tokens.reload_keys().await?;
+        }
+        if bump {
+            self.generation.counter.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Reloads every view from the store; returns the feed position read first.
+    async fn reload_views(&self) -> Result<u64, FollowError> {
+        let head = self.store.feed_head().await?;
+        self.access.reload(self.store.as_ref()).await?;
+        self.tokens.reload_keys().await?;
+        self.tokens.reload_revocations().await?;
+        self.generation.counter.fetch_add(1, Ordering::SeqCst);
+        Ok(head.seq)
+    }
+
+    /// A revocation of a committed batch, applied directly (see [`AppState::commit`]).
+    fn apply_revocation(&self, change: &Change) {
+        match change {
+            Change::SetRevocation {
+                principal,
+                valid_after,
+            } => self.tokens.revoked(*principal, *valid_after),
+            Change::PutDocument(doc) => {
+                if let Some((principal, host, after)) = crate::tokens::parse_host_revocation(doc) {
+                    self.tokens.revoked_for_host(principal, host, after);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Follows the commit feed until the task is dropped: every `every`, reads the feed head
+/// and applies what is new. A failure is logged (once until it clears) and retried.
+pub async fn follow_feed(state: AppState, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        let result = match state.store.feed_head().await {
+            Ok(head) => state.catch_up(Some(head.seq)).await.map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(()) if failing => {
+                tracing::info!("following the commit feed again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot follow the commit feed; retrying");
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }
@@ -167,3 +348,157 @@ pub struct VaultName(pub String);
 /// The storage account a request on `{account}.blob.{domain}` is for (a request extension).
 #[derive(Debug, Clone)]
 pub struct AccountName(pub String);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::config::ConfigLayer;
+    use lanyard_authz::AccessRequest;
+    use lanyard_domain::{PrincipalType, ResourceId, RoleAssignment, SubscriptionState};
+    use lanyard_token::{Kek, RotationPolicy};
+    use uuid::Uuid;
+
+    const READER: Uuid = Uuid::from_u128(0xacdd72a7_3385_48ef_bd42_f606fba81ae7);
+
+    /// A state over its own connection to the SQLite file at `path` (as a second server
+    /// would have), with the key-encryption key `kek`.
+    async fn state_on(path: &std::path::Path, kek: [u8; 32]) -> AppState {
+        let store = lanyard_storage::open(path.to_str().unwrap()).await.unwrap();
+        let clock: SharedClock = Arc::new(lanyard_domain::SystemClock);
+        let tenant = Tenant {
+            id: Uuid::from_u128(1),
+            display_name: "t".into(),
+            default_domain: "lanyard.localhost".into(),
+        };
+        let tokens = TokenRuntime::load(
+            Arc::clone(&store),
+            Kek::from_bytes(kek),
+            Arc::clone(&clock),
+            RotationPolicy::default(),
+            3600,
+            vec![tenant.id],
+        )
+        .await
+        .unwrap();
+        let access = AccessRuntime::load(store.as_ref()).await.unwrap();
+        let config = Config::from_layer(ConfigLayer {
+            data_dir: Some(path.parent().unwrap().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        AppState::new(Shared {
+            config,
+            port: 8443,
+            store,
+            clock,
+            directory: Directory {
+                subscription: Subscription {
+                    id: Uuid::from_u128(2),
+                    tenant_id: tenant.id,
+                    display_name: "s".into(),
+                    state: SubscriptionState::Enabled,
+                },
+                tenant,
+                admin_object_id: Uuid::new_v4(),
+                admin_client_id: Uuid::new_v4(),
+            },
+            tokens: Arc::new(tokens),
+            access: Arc::new(access),
+            generation: Default::default(),
+        })
+    }
+
+    fn grant(principal: Uuid, scope: &ResourceId) -> RoleAssignment {
+        let now = time::OffsetDateTime::now_utc();
+        RoleAssignment {
+            id: Uuid::new_v4(),
+            scope: scope.clone(),
+            role_definition_id: READER,
+            principal_id: principal,
+            principal_type: PrincipalType::ServicePrincipal,
+            description: None,
+            condition: None,
+            condition_version: None,
+            created_on: now,
+            updated_on: now,
+            created_by: None,
+            updated_by: None,
+        }
+    }
+
+    fn may_read(state: &AppState, principal: Uuid, scope: &ResourceId) -> bool {
+        let action = "Microsoft.Resources/subscriptions/resourceGroups/read";
+        state
+            .access
+            .check(&AccessRequest::control(principal, action, scope))
+            .is_allowed()
+    }
+
+    #[tokio::test]
+    async fn views_follow_other_writers_and_reload_past_the_pruned_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.db");
+        let kek = [7u8; 32];
+        let a = state_on(&path, kek).await;
+        let b = state_on(&path, kek).await;
+        let scope = ResourceId::resource_group(&Uuid::from_u128(2).to_string(), "rg");
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+
+        // A's own write holds at once; B sees it when it follows the feed.
+        a.commit(Batch::new().with(Change::PutAssignment(grant(alice, &scope))))
+            .await
+            .unwrap();
+        assert!(may_read(&a, alice, &scope));
+        assert!(!may_read(&b, alice, &scope));
+        let generation = b.generation();
+        b.catch_up(None).await.unwrap();
+        assert!(may_read(&b, alice, &scope));
+
+        // A resource change moves B's generation; a revocation reaches B's validator.
+        let rg = lanyard_storage::ResourceRecord {
+            id: scope.clone(),
+            resource_type: "Microsoft.Resources/resourceGroups".into(),
+            body: serde_json::json!({}),
+            created_at: time::OffsetDateTime::now_utc(),
+            updated_at: time::OffsetDateTime::now_utc(),
+        };
+        a.commit(
+            Batch::new()
+                .with(Change::PutResource(rg))
+                .with(Change::SetRevocation {
+                    principal: alice,
+                    valid_after: 77,
+                }),
+        )
+        .await
+        .unwrap();
+        b.catch_up(None).await.unwrap();
+        assert!(b.generation() > generation);
+        assert_eq!(b.tokens.valid_after(alice), Some(77));
+
+        // A key rotated on A is B's ring after following.
+        a.tokens.rotate_now().await.unwrap();
+        b.catch_up(None).await.unwrap();
+        assert_eq!(a.tokens.jwks(), b.tokens.jwks());
+
+        // B misses entries that were pruned meanwhile: it reloads and still ends in step.
+        a.commit(Batch::new().with(Change::PutAssignment(grant(bob, &scope))))
+            .await
+            .unwrap();
+        a.store.prune_feed(0).await.unwrap();
+        assert!(!may_read(&b, bob, &scope));
+        let reached = b.catch_up(None).await.unwrap();
+        assert_eq!(reached, a.store.feed_head().await.unwrap().seq);
+        assert!(may_read(&b, bob, &scope));
+
+        // Deleting everything within a scope reloads the index, on both.
+        a.commit(Batch::new().with(Change::DeleteAssignmentsWithin(scope.clone())))
+            .await
+            .unwrap();
+        assert!(!may_read(&a, bob, &scope));
+        b.catch_up(None).await.unwrap();
+        assert!(!may_read(&b, alice, &scope) && !may_read(&b, bob, &scope));
+    }
+}

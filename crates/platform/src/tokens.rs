@@ -4,13 +4,23 @@
 //! Keys are persisted sealed under the key-encryption key. [`TokenRuntime::tick`] follows
 //! the rotation schedule and persists what changed before the change is visible to signers,
 //! so a restart never loses a key that signed a live token.
+//!
+//! Several servers may share one store. A ring change is planned on the records the store
+//! holds and committed only if no other server changed them meanwhile (a version in meta,
+//! checked by the same transaction), else planned again: two servers reaching a rotation
+//! time together make one rotation, not two current keys. The ring in memory is never
+//! edited in place: it is reloaded from the store when a key change arrives through the
+//! commit feed (see [`crate::state`]), this server's own changes included, so every server
+//! signs with and publishes the same keys. Revocations likewise arrive through the feed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use lanyard_domain::ResourceId;
 use lanyard_domain::SharedClock;
-use lanyard_storage::{Batch, Change, DocumentQuery, DocumentRecord, KeyRecord, Store, StoreError};
+use lanyard_storage::{
+    Batch, Change, DocumentQuery, DocumentRecord, Expect, KeyRecord, Store, StoreError,
+};
 use lanyard_token::claims::TokenPolicy;
 use lanyard_token::jwk::JwkSet;
 use lanyard_token::{
@@ -56,8 +66,13 @@ impl Revocation for Revocations {
     }
 }
 
-/// The document collection holding per-host revocations.
-pub const HOST_REVOCATIONS: &str = "host-revocations";
+/// The document collection holding per-host revocations (followed through the feed).
+pub const HOST_REVOCATIONS: &str = lanyard_storage::HOST_REVOCATIONS;
+
+/// The meta entry counting key-ring changes, which guards them against concurrent ones.
+const KEY_RING_VERSION: &str = "key-ring-version";
+/// Tries of a ring change that keeps meeting another server's change.
+const RING_CHANGE_ATTEMPTS: u32 = 3;
 
 /// The change that revokes the tokens `principal` got from `host` before `valid_after`
 /// (detaching a user-assigned identity from one resource). Commit it through
@@ -91,6 +106,13 @@ pub struct TokenRuntime {
     revocations: Revocations,
     store: Arc<dyn Store>,
     clock: SharedClock,
+    /// The feed position read before loading: the ring and revocations reflect at least it.
+    loaded_at: u64,
+    /// Ring changes of this process take turns (the scheduler's tick, a forced rotation).
+    changing: tokio::sync::Mutex<()>,
+    /// The state whose feed follower applies this runtime's own commits (set by
+    /// [`crate::AppState::new`]); without one, the ring is reloaded directly.
+    follower: OnceLock<Weak<crate::state::Shared>>,
 }
 
 impl TokenRuntime {
@@ -103,31 +125,11 @@ impl TokenRuntime {
         lifetime_secs: i64,
         tenants: Vec<Uuid>,
     ) -> Result<Self, TokenRuntimeError> {
-        let mut records = Vec::new();
-        for record in store.keys().await? {
-            let stored: StoredKey =
-                serde_json::from_value(record.body).map_err(|e| TokenRuntimeError::Corrupt {
-                    kid: record.kid.clone(),
-                    reason: e.to_string(),
-                })?;
-            records.push(stored);
-        }
-        let ring = KeyRing::load(rotation, records, &kek)?;
-        let mut by_host = HashMap::new();
-        for doc in store
-            .documents(&DocumentQuery {
-                collection: HOST_REVOCATIONS.to_string(),
-                ..Default::default()
-            })
-            .await?
-        {
-            if let Some((principal, host, after)) = parse_host_revocation(&doc) {
-                by_host.insert((principal, host), after);
-            }
-        }
+        let loaded_at = store.feed_head().await?.seq;
+        let ring = KeyRing::load(rotation, stored_keys(store.as_ref()).await?, &kek)?;
         let revocations = Revocations {
             by_principal: RwLock::new(store.revocations().await?.into_iter().collect()),
-            by_host: RwLock::new(by_host),
+            by_host: RwLock::new(host_revocations(store.as_ref()).await?),
         };
         let runtime = Self {
             kek,
@@ -140,9 +142,42 @@ impl TokenRuntime {
             revocations,
             store,
             clock,
+            loaded_at,
+            changing: tokio::sync::Mutex::new(()),
+            follower: OnceLock::new(),
         };
         runtime.tick().await?;
         Ok(runtime)
+    }
+
+    /// The feed position this runtime was loaded at.
+    pub(crate) fn loaded_at(&self) -> u64 {
+        self.loaded_at
+    }
+
+    /// Lets `shared`'s feed follower apply this runtime's own commits.
+    pub(crate) fn attach(&self, shared: Weak<crate::state::Shared>) {
+        // One runtime serves one state; a second attach keeps the first.
+        let _ = self.follower.set(shared);
+    }
+
+    /// Replaces the ring by what the store holds (a key change arrived through the feed).
+    pub(crate) async fn reload_keys(&self) -> Result<(), TokenRuntimeError> {
+        let policy = *self.read_ring().policy();
+        let ring = KeyRing::load(policy, stored_keys(self.store.as_ref()).await?, &self.kek)?;
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+        Ok(())
+    }
+
+    /// Merges every revocation the store holds (after missing part of the feed).
+    pub(crate) async fn reload_revocations(&self) -> Result<(), TokenRuntimeError> {
+        for (principal, valid_after) in self.store.revocations().await? {
+            self.revoked(principal, valid_after);
+        }
+        for ((principal, host), valid_after) in host_revocations(self.store.as_ref()).await? {
+            self.revoked_for_host(principal, host, valid_after);
+        }
+        Ok(())
     }
 
     /// Carries out whatever the rotation schedule says is due now, persisting it first.
@@ -157,49 +192,89 @@ impl TokenRuntime {
             .await
     }
 
-    /// Applies `f` to a copy of the ring's state, persists the result, then installs it.
+    /// Applies `f` to the ring the store holds and commits the result, guarded by the ring
+    /// version: if another server changed the ring meanwhile, plans again on its result.
+    /// The new ring is installed by following the commit (never before it is durable).
     async fn change_ring(
         &self,
-        f: impl FnOnce(
-            &mut KeyRing,
-            &dyn lanyard_domain::Clock,
-            &Kek,
-        ) -> Result<Vec<KeyChange>, KeyError>,
+        f: impl Fn(&mut KeyRing, &dyn lanyard_domain::Clock, &Kek) -> Result<Vec<KeyChange>, KeyError>,
     ) -> Result<Vec<KeyChange>, TokenRuntimeError> {
-        let (policy, records) = {
-            let ring = self.read_ring();
-            (*ring.policy(), ring.stored())
-        };
-        // Work on a private copy so signers never see a key that is not yet persisted.
-        let mut next = KeyRing::load(policy, records, &self.kek)?;
-        let changes = f(&mut next, self.clock.as_ref(), &self.kek)?;
-        if changes.is_empty() {
-            return Ok(changes);
-        }
-        let mut batch = Batch::new();
-        for stored in next.stored() {
-            let body = serde_json::to_value(&stored).map_err(|e| TokenRuntimeError::Corrupt {
-                kid: stored.kid.clone(),
-                reason: e.to_string(),
-            })?;
-            batch.push(Change::PutKey(KeyRecord {
-                kid: stored.kid.clone(),
-                body,
-            }));
-        }
-        for change in &changes {
-            if let KeyChange::Removed { kid } = change {
-                batch.push(Change::DeleteKey(kid.clone()));
+        let _turn = self.changing.lock().await;
+        let policy = *self.read_ring().policy();
+        let mut attempt = 1;
+        loop {
+            let version = self.store.meta(KEY_RING_VERSION).await?;
+            // Work on a private copy so signers never see a key that is not yet persisted.
+            let mut next =
+                KeyRing::load(policy, stored_keys(self.store.as_ref()).await?, &self.kek)?;
+            let changes = f(&mut next, self.clock.as_ref(), &self.kek)?;
+            if changes.is_empty() {
+                return Ok(changes);
+            }
+            let next_version = version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            let mut batch = Batch::new()
+                .expect(Expect::MetaIs {
+                    key: KEY_RING_VERSION.to_string(),
+                    value: version,
+                })
+                .with(Change::PutMeta {
+                    key: KEY_RING_VERSION.to_string(),
+                    value: next_version.to_string(),
+                });
+            for stored in next.stored() {
+                let body =
+                    serde_json::to_value(&stored).map_err(|e| TokenRuntimeError::Corrupt {
+                        kid: stored.kid.clone(),
+                        reason: e.to_string(),
+                    })?;
+                batch.push(Change::PutKey(KeyRecord {
+                    kid: stored.kid.clone(),
+                    body,
+                }));
+            }
+            for change in &changes {
+                if let KeyChange::Removed { kid } = change {
+                    batch.push(Change::DeleteKey(kid.clone()));
+                }
+            }
+            match self.store.commit_seq(batch).await {
+                Ok(seq) => {
+                    for change in &changes {
+                        tracing::info!(?change, "signing key change");
+                    }
+                    self.follow_own_commit(seq).await?;
+                    return Ok(changes);
+                }
+                Err(StoreError::Conflict(_)) if attempt < RING_CHANGE_ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        "another server changed the key ring; planning again"
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        self.store.commit(batch).await?;
-        if let Ok(mut ring) = self.ring.write() {
-            *ring = next;
+    }
+
+    /// Brings the ring (and every other view) up to this runtime's own commit `seq`.
+    async fn follow_own_commit(&self, seq: Option<u64>) -> Result<(), TokenRuntimeError> {
+        match self.follower.get().and_then(Weak::upgrade) {
+            Some(shared) => {
+                if let Err(e) = shared.catch_up(seq).await {
+                    // Durable, so not a failure of the change; the background follower
+                    // retries. Until then this server signs with the ring it had.
+                    tracing::error!(error = %e, "the key ring could not follow its own change");
+                }
+                Ok(())
+            }
+            // Before any state exists (loading): nothing else follows the feed yet.
+            None => self.reload_keys().await,
         }
-        for change in &changes {
-            tracing::info!(?change, "signing key change");
-        }
-        Ok(changes)
     }
 
     fn read_ring(&self) -> std::sync::RwLockReadGuard<'_, KeyRing> {
@@ -250,7 +325,7 @@ impl TokenRuntime {
     }
 
     /// The change that revokes every token of `principal` issued up to now; commit it with
-    /// the change that causes it, then call [`Self::revoked`].
+    /// the change that causes it through [`crate::AppState::commit`], which applies it.
     pub fn revocation(&self, principal: Uuid) -> (Change, i64) {
         // Tokens carry whole seconds: one minted in this same second is revoked too.
         let valid_after = self.clock.unix() + 1;
@@ -263,12 +338,18 @@ impl TokenRuntime {
         )
     }
 
-    /// Records in memory a per-host revocation that has been committed.
+    /// Records in memory a per-host revocation that has been committed (the feed follower
+    /// does this; epochs only grow, so applying one twice or late is harmless).
     pub fn revoked_for_host(&self, principal: Uuid, host: String, valid_after: i64) {
         if let Ok(mut m) = self.revocations.by_host.write() {
             let entry = m.entry((principal, host)).or_insert(valid_after);
             *entry = (*entry).max(valid_after);
         }
+    }
+
+    /// The revocation epoch this server holds for `principal`.
+    pub fn valid_after(&self, principal: Uuid) -> Option<i64> {
+        self.revocations.valid_after(principal)
     }
 
     /// Records in memory a revocation that has been committed.
@@ -278,4 +359,36 @@ impl TokenRuntime {
             *entry = (*entry).max(valid_after);
         }
     }
+}
+
+/// The key records the store holds, decoded.
+async fn stored_keys(store: &dyn Store) -> Result<Vec<StoredKey>, TokenRuntimeError> {
+    let mut records = Vec::new();
+    for record in store.keys().await? {
+        let stored: StoredKey =
+            serde_json::from_value(record.body).map_err(|e| TokenRuntimeError::Corrupt {
+                kid: record.kid.clone(),
+                reason: e.to_string(),
+            })?;
+        records.push(stored);
+    }
+    Ok(records)
+}
+
+/// Every per-host revocation the store holds.
+async fn host_revocations(store: &dyn Store) -> Result<HashMap<(Uuid, String), i64>, StoreError> {
+    let mut by_host = HashMap::new();
+    for doc in store
+        .documents(&DocumentQuery {
+            collection: HOST_REVOCATIONS.to_string(),
+            ..Default::default()
+        })
+        .await?
+    {
+        if let Some((principal, host, after)) = parse_host_revocation(&doc) {
+            let entry = by_host.entry((principal, host)).or_insert(after);
+            *entry = (*entry).max(after);
+        }
+    }
+    Ok(by_host)
 }

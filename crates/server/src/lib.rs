@@ -12,6 +12,12 @@
 //! [`Server::prepare`] does everything that can fail before a socket is involved;
 //! [`Server::run`] takes a bound listener and a shutdown future, so tests bind
 //! `127.0.0.1:0` and run servers side by side.
+//!
+//! Several servers may share one PostgreSQL database (and the key-encryption key): the first
+//! bootstraps the directory, the others find it in the store. [`Server::run`] spawns the
+//! commit-feed follower ([`lanyard_platform::follow_feed`], every `feed-poll-ms`), through
+//! which each server's in-memory views (authorization index, revocations, signing keys)
+//! follow every other server's commits.
 
 pub mod app;
 pub mod bootstrap;
@@ -174,6 +180,10 @@ impl Server {
             tracing::warn!(error = %e, "blob recovery failed; stray blob files stay until the next start");
         }
         let ticker = tokio::spawn(rotate_keys(Arc::clone(&self.tokens)));
+        let follower = tokio::spawn(lanyard_platform::follow_feed(
+            state.clone(),
+            state.config.feed_poll,
+        ));
         tracing::info!(
             port,
             domain = %state.config.domain,
@@ -188,6 +198,7 @@ impl Server {
         )
         .await;
         ticker.abort();
+        follower.abort();
         tracing::info!("lanyard stopped");
         Ok(())
     }

@@ -14,6 +14,12 @@
 //! - Documents ([`DocumentRecord`]): records of the data planes (Key Vault secret versions,
 //!   blob metadata) addressed by collection and a `/`-separated key; prefixes are ranges.
 //! - [`open`]: picks the backend from a URL.
+//! - The commit feed ([`FeedEntry`]): every batch holding changes that servers keep in
+//!   memory (assignments, role definitions, principals, resources, revocations, signing
+//!   keys, documents of [`FOLLOWED_COLLECTIONS`]) appends one entry in the same transaction,
+//!   numbered contiguously in commit order on both backends. Servers sharing a database
+//!   apply the entries in order to stay in step ([`Store::feed`], [`Store::feed_head`]);
+//!   old entries are pruned (the newest 10,000 at least are kept).
 //!
 //! The conformance suite in `tests/conformance.rs` runs every test on both backends.
 
@@ -57,7 +63,22 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// Applies `batch` in one transaction: every expectation is checked first, then every
     /// change; on any failure nothing is written. Returns once the write is durable.
-    async fn commit(&self, batch: Batch) -> StoreResult<()>;
+    async fn commit(&self, batch: Batch) -> StoreResult<()> {
+        self.commit_seq(batch).await.map(|_| ())
+    }
+
+    /// [`Store::commit`], returning the sequence number of the feed entry the batch
+    /// appended, if it held changes that servers follow ([`FeedChange::of`]).
+    async fn commit_seq(&self, batch: Batch) -> StoreResult<Option<u64>>;
+
+    /// Feed entries numbered above `after`, oldest first, at most `limit` of them. Numbers
+    /// are contiguous: an entry missing before the first one returned was pruned (see
+    /// [`FeedHead::pruned_through`]).
+    async fn feed(&self, after: u64, limit: u32) -> StoreResult<Vec<FeedEntry>>;
+    /// The newest entry's number and the pruning horizon.
+    async fn feed_head(&self) -> StoreResult<FeedHead>;
+    /// Deletes every feed entry but the newest `keep` (commits also prune, keeping 10,000).
+    async fn prune_feed(&self, keep: u64) -> StoreResult<()>;
 
     async fn meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn tenants(&self) -> StoreResult<Vec<Tenant>>;

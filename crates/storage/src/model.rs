@@ -3,6 +3,9 @@
 //!
 //! Records that only one part of the system interprets (signing keys, credentials, resource
 //! bodies) are kept as opaque JSON: the store never looks inside them.
+//!
+//! A batch holding changes that servers keep in memory also appends a [`FeedEntry`] (what
+//! [`FeedChange::of`] keeps of each change) to the commit feed, in the same transaction.
 
 use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
 use serde::{Deserialize, Serialize};
@@ -160,6 +163,12 @@ pub enum Change {
 /// A condition checked inside the transaction before any change applies.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expect {
+    /// The meta entry `key` holds exactly `value` (`None`: there is none). A version kept
+    /// in meta guards records that several servers rewrite together (the signing keys).
+    MetaIs {
+        key: String,
+        value: Option<String>,
+    },
     ResourceAbsent(ResourceId),
     ResourceExists(ResourceId),
     /// The resource exists and its `updated_at` is exactly this (optimistic concurrency).
@@ -248,4 +257,142 @@ pub struct LogQuery {
     /// Sign-ins: entries about this principal. Activity: entries whose caller it is.
     pub principal: Option<Uuid>,
     pub limit: Option<u32>,
+}
+
+/// The document collection of per-host revocations (an identity detached from one resource).
+pub const HOST_REVOCATIONS: &str = "host-revocations";
+
+/// Document collections whose writes are in the commit feed: what servers keep in memory.
+/// Every other collection (secrets, blobs) is read from the store when needed.
+pub const FOLLOWED_COLLECTIONS: &[&str] = &[HOST_REVOCATIONS];
+
+/// One entry of the commit feed: the changes of one committed batch that servers keep in
+/// memory, numbered in commit order (see [`crate::Store::feed`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedEntry {
+    /// Contiguous from 1, in commit order.
+    pub seq: u64,
+    pub changes: Vec<FeedChange>,
+}
+
+/// Where the feed stands: the last number given, and how far old entries were pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedHead {
+    /// The sequence number of the newest entry (0: none yet).
+    pub seq: u64,
+    /// Every entry numbered at or below this was pruned. A follower whose position is below
+    /// it has missed entries and must reload what it keeps from the store.
+    pub pruned_through: u64,
+}
+
+/// What a feed entry records of one [`Change`]: only what a follower needs. Resources and
+/// keys are named, not copied (a follower reloads keys and only learns that resources
+/// changed); assignments and role definitions are copied, as the authorization index holds
+/// them; principals carry their group members, the only part the index keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "of", rename_all = "camelCase")]
+pub enum FeedChange {
+    PutResource(ResourceId),
+    DeleteResource(ResourceId),
+    DeleteResourcesWithin(ResourceId),
+    PutPrincipal {
+        object_id: Uuid,
+        /// The members, when the principal is a group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<Uuid>>,
+    },
+    DeletePrincipal(Uuid),
+    PutRoleDefinition(RoleDefinition),
+    DeleteRoleDefinition(Uuid),
+    PutAssignment(RoleAssignment),
+    DeleteAssignment(Uuid),
+    DeleteAssignmentsOfPrincipal(Uuid),
+    DeleteAssignmentsWithin(ResourceId),
+    SetRevocation {
+        principal: Uuid,
+        valid_after: i64,
+    },
+    PutKey(String),
+    DeleteKey(String),
+    /// A document of a [`FOLLOWED_COLLECTIONS`] collection (they are small).
+    PutDocument(DocumentRecord),
+    DeleteDocument {
+        collection: String,
+        key: String,
+    },
+    DeleteDocumentsWithPrefix {
+        collection: String,
+        prefix: String,
+    },
+}
+
+impl FeedChange {
+    /// What the feed records of `change`; `None` when no follower needs it (logs, meta,
+    /// tenants, credentials, documents of collections nobody follows).
+    pub fn of(change: &Change) -> Option<FeedChange> {
+        let followed = |collection: &str| FOLLOWED_COLLECTIONS.contains(&collection);
+        Some(match change {
+            Change::PutResource(r) => FeedChange::PutResource(r.id.clone()),
+            Change::DeleteResource(id) => FeedChange::DeleteResource(id.clone()),
+            Change::DeleteResourcesWithin(id) => FeedChange::DeleteResourcesWithin(id.clone()),
+            Change::PutPrincipal(p) => FeedChange::PutPrincipal {
+                object_id: p.object_id,
+                members: match &p.kind {
+                    lanyard_domain::PrincipalKind::Group { members } => Some(members.clone()),
+                    _ => None,
+                },
+            },
+            Change::DeletePrincipal(id) => FeedChange::DeletePrincipal(*id),
+            Change::PutRoleDefinition(d) => FeedChange::PutRoleDefinition(d.clone()),
+            Change::DeleteRoleDefinition(id) => FeedChange::DeleteRoleDefinition(*id),
+            Change::PutAssignment(a) => FeedChange::PutAssignment(a.clone()),
+            Change::DeleteAssignment(id) => FeedChange::DeleteAssignment(*id),
+            Change::DeleteAssignmentsOfPrincipal(id) => {
+                FeedChange::DeleteAssignmentsOfPrincipal(*id)
+            }
+            Change::DeleteAssignmentsWithin(scope) => {
+                FeedChange::DeleteAssignmentsWithin(scope.clone())
+            }
+            Change::SetRevocation {
+                principal,
+                valid_after,
+            } => FeedChange::SetRevocation {
+                principal: *principal,
+                valid_after: *valid_after,
+            },
+            Change::PutKey(k) => FeedChange::PutKey(k.kid.clone()),
+            Change::DeleteKey(kid) => FeedChange::DeleteKey(kid.clone()),
+            Change::PutDocument(doc) if followed(&doc.collection) => {
+                FeedChange::PutDocument(doc.clone())
+            }
+            Change::DeleteDocument { collection, key } if followed(collection) => {
+                FeedChange::DeleteDocument {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                }
+            }
+            Change::DeleteDocumentsWithPrefix { collection, prefix } if followed(collection) => {
+                FeedChange::DeleteDocumentsWithPrefix {
+                    collection: collection.clone(),
+                    prefix: prefix.clone(),
+                }
+            }
+            Change::PutMeta { .. }
+            | Change::PutTenant(_)
+            | Change::PutSubscription(_)
+            | Change::PutCredential(_)
+            | Change::DeleteCredential(_)
+            | Change::DeleteCredentialsOf(_)
+            | Change::AppendActivity(_)
+            | Change::AppendSignIn(_)
+            | Change::PutDocument(_)
+            | Change::DeleteDocument { .. }
+            | Change::DeleteDocumentsWithPrefix { .. } => return None,
+        })
+    }
+
+    /// What the feed records of `batch`: empty when the batch appends no entry.
+    pub fn of_batch(batch: &Batch) -> Vec<FeedChange> {
+        batch.changes.iter().filter_map(FeedChange::of).collect()
+    }
 }

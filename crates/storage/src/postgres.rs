@@ -3,6 +3,13 @@
 //! Batches run in `SERIALIZABLE` transactions and are retried a few times when the database
 //! reports a serialization failure (SQLSTATE `40001`) or a deadlock (`40P01`). The schema and
 //! statements keep to portable SQL so PostgreSQL-compatible distributed databases work too.
+//!
+//! The commit feed's order: a batch that appends a feed entry updates the one `feed_head`
+//! row last, before committing. The row lock is held until commit, so a second appender
+//! waits for the first to commit, then fails to serialize (its snapshot predates the first's
+//! update) and is retried, now seeing the first's number: numbers are given in commit order
+//! and an entry is visible before any later one. Within one process appending batches take
+//! turns on a mutex first, so they queue there instead of failing and retrying.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,8 +26,8 @@ use crate::sql::migrate::{self, Migration};
 use crate::sql::{self, read, write, Conn, SqlRow, Statement, Value};
 use crate::{
     ActivityRecord, AssignmentQuery, Batch, CredentialRecord, DocumentQuery, DocumentRecord,
-    KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord, Store, StoreError,
-    StoreResult,
+    FeedChange, FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord,
+    SignInRecord, Store, StoreError, StoreResult,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -33,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         description: "documents of the data planes",
         sql: include_str!("../migrations/postgres/0002_documents.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "the commit feed",
+        sql: include_str!("../migrations/postgres/0003_feed.sql"),
     },
 ];
 
@@ -50,6 +62,9 @@ const MIGRATE_ATTEMPTS: u32 = 3;
 /// A [`Store`] in a PostgreSQL (or compatible) database.
 pub struct PgStore {
     pool: PgPool,
+    /// Batches that append to the feed run one at a time in this process: they would be
+    /// serialized on the feed head row anyway, and queueing here spares them the retries.
+    feed_writers: tokio::sync::Mutex<()>,
     /// `host:port`, for messages; never the url, which may hold a password.
     target: String,
 }
@@ -96,7 +111,11 @@ impl PgStore {
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Self { pool, target })
+        Ok(Self {
+            pool,
+            feed_writers: tokio::sync::Mutex::new(()),
+            target,
+        })
     }
 
     /// Closes every connection, waiting for them to finish. Later calls fail as unavailable.
@@ -108,13 +127,39 @@ impl PgStore {
         self.pool.acquire().await.map_err(|e| map_error(e.into()))
     }
 
-    async fn try_commit(&self, batch: &Batch) -> Result<(), sql::Error> {
+    /// Prunes in a READ COMMITTED transaction: the head row update waits for an appender's
+    /// lock instead of failing to serialize.
+    async fn prune(&self, keep: u64) -> StoreResult<()> {
+        let _turn = self.feed_writers.lock().await;
+        let result = async {
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                .await?;
+            match write::prune_feed(&mut *tx, keep).await {
+                Ok(()) => Ok(tx.commit().await?),
+                Err(e) => {
+                    if let Err(e) = tx.rollback().await {
+                        tracing::warn!(error = %map_error(e.into()), "postgres rollback failed");
+                    }
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        result.map_err(map_error)
+    }
+
+    async fn try_commit(&self, batch: &Batch) -> Result<Option<u64>, sql::Error> {
         let mut tx = self
             .pool
             .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
             .await?;
         match write::apply(&mut *tx, batch).await {
-            Ok(()) => Ok(tx.commit().await?),
+            Ok(seq) => {
+                tx.commit().await?;
+                Ok(seq)
+            }
             Err(e) => {
                 if let Err(e) = tx.rollback().await {
                     tracing::warn!(error = %map_error(e.into()), "postgres rollback failed");
@@ -229,10 +274,15 @@ impl SqlRow for PgRow {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn commit(&self, batch: Batch) -> StoreResult<()> {
+    async fn commit_seq(&self, batch: Batch) -> StoreResult<Option<u64>> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let _turn = if batch.changes.iter().any(|c| FeedChange::of(c).is_some()) {
+            Some(self.feed_writers.lock().await)
+        } else {
+            None
+        };
         let mut attempt = 1;
         loop {
             match self.try_commit(&batch).await {
@@ -358,6 +408,22 @@ impl Store for PgStore {
         read::documents(&mut *self.reader().await?, query)
             .await
             .map_err(map_error)
+    }
+
+    async fn feed(&self, after: u64, limit: u32) -> StoreResult<Vec<FeedEntry>> {
+        read::feed(&mut *self.reader().await?, after, limit)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn feed_head(&self) -> StoreResult<FeedHead> {
+        read::feed_head(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn prune_feed(&self, keep: u64) -> StoreResult<()> {
+        self.prune(keep).await
     }
 
     fn backend(&self) -> &'static str {

@@ -5,6 +5,7 @@
 //! never meet `SQLITE_BUSY` from each other; each batch takes the write lock up front
 //! (`BEGIN IMMEDIATE`). Reads use a small pool of `query_only` connections, which WAL lets
 //! run beside the writer. `busy_timeout` covers another process holding the file.
+//! With one writer, commit-feed numbers are given in commit order by construction.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,8 +25,8 @@ use crate::sql::migrate::{self, Migration};
 use crate::sql::{self, read, write, Conn, SqlRow, Statement, Value};
 use crate::{
     ActivityRecord, AssignmentQuery, Batch, CredentialRecord, DocumentQuery, DocumentRecord,
-    KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord, Store, StoreError,
-    StoreResult,
+    FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord, Store,
+    StoreError, StoreResult,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -38,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         description: "documents of the data planes",
         sql: include_str!("../migrations/sqlite/0002_documents.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "the commit feed",
+        sql: include_str!("../migrations/sqlite/0003_feed.sql"),
     },
 ];
 
@@ -123,6 +129,21 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
+    }
+
+    async fn prune(&self, keep: u64) -> StoreResult<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| map_error(e.into()))?;
+        match write::prune_feed(&mut *tx, keep).await {
+            Ok(()) => tx.commit().await.map_err(|e| map_error(e.into())),
+            Err(e) => {
+                rollback(tx).await;
+                Err(map_error(e))
+            }
+        }
     }
 
     async fn reader(&self) -> StoreResult<PoolConnection<Sqlite>> {
@@ -260,9 +281,9 @@ impl SqlRow for SqliteRow {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn commit(&self, batch: Batch) -> StoreResult<()> {
+    async fn commit_seq(&self, batch: Batch) -> StoreResult<Option<u64>> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut tx = self
             .writer
@@ -270,7 +291,10 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| map_error(e.into()))?;
         match write::apply(&mut *tx, &batch).await {
-            Ok(()) => tx.commit().await.map_err(|e| map_error(e.into())),
+            Ok(seq) => {
+                tx.commit().await.map_err(|e| map_error(e.into()))?;
+                Ok(seq)
+            }
             Err(e) => {
                 rollback(tx).await;
                 Err(map_error(e))
@@ -386,6 +410,22 @@ impl Store for SqliteStore {
             .map_err(map_error)
     }
 
+    async fn feed(&self, after: u64, limit: u32) -> StoreResult<Vec<FeedEntry>> {
+        read::feed(&mut *self.reader().await?, after, limit)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn feed_head(&self) -> StoreResult<FeedHead> {
+        read::feed_head(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn prune_feed(&self, keep: u64) -> StoreResult<()> {
+        self.prune(keep).await
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -433,7 +473,7 @@ mod tests {
             .fetch_all(&store.writer)
             .await
             .unwrap();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
     }
 
     #[tokio::test]

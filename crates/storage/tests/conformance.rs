@@ -18,8 +18,8 @@ use lanyard_domain::{
 };
 use lanyard_storage::{
     ActivityRecord, AssignmentQuery, Batch, Change, CredentialRecord, DocumentQuery,
-    DocumentRecord, Expect, KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord,
-    Store, StoreError,
+    DocumentRecord, Expect, FeedChange, FeedHead, KeyRecord, LogQuery, ResourceQuery,
+    ResourceRecord, SignInRecord, Store, StoreError,
 };
 use lanyard_testkit::db::{fresh_postgres_url, fresh_sqlite_path};
 use serde_json::json;
@@ -111,6 +111,13 @@ conformance!(
     documents_round_trip_replace_and_delete,
     document_prefixes_are_ranges_not_patterns,
     document_expectations_guard_versions,
+    feed_records_followed_changes_in_commit_order,
+    feed_skips_batches_nobody_follows,
+    failed_batches_append_nothing_to_the_feed,
+    feed_numbers_are_contiguous_and_visible_in_order_under_concurrency,
+    feed_pruning_keeps_the_newest_entries,
+    commits_prune_the_feed_beyond_its_retention,
+    meta_expectations_guard_a_version,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -222,7 +229,7 @@ fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
     ids
 }
 
-fn assert_conflict(result: Result<(), StoreError>, needle: &str) {
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, needle: &str) {
     match result {
         Err(StoreError::Conflict(message)) => assert!(
             message.contains(needle),
@@ -1098,7 +1105,7 @@ async fn concurrent_duplicate_assignments_let_exactly_one_through(t: &Target) {
     let mut succeeded = 0;
     for task in tasks {
         match task.await.unwrap() {
-            Ok(()) => succeeded += 1,
+            Ok(_) => succeeded += 1,
             Err(StoreError::Conflict(m)) => {
                 assert!(m.contains("role assignment already exists"), "{m}")
             }
@@ -1880,4 +1887,390 @@ async fn document_expectations_guard_versions(target: &Target) {
         .await
         .unwrap();
     assert_eq!(store.document("c", "k").await.unwrap().unwrap().version, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// The commit feed
+
+fn key_record(kid: &str) -> KeyRecord {
+    KeyRecord {
+        kid: kid.to_string(),
+        body: json!({ "state": "next", "sealed": "AAECAwQF" }),
+    }
+}
+
+fn group(name: &str, members: Vec<Uuid>) -> Principal {
+    Principal {
+        object_id: Uuid::new_v4(),
+        tenant_id: Uuid::from_u128(1),
+        display_name: name.to_string(),
+        kind: PrincipalKind::Group { members },
+    }
+}
+
+async fn feed_records_followed_changes_in_commit_order(t: &Target) {
+    let store = t.open().await;
+    assert_eq!(store.feed_head().await.unwrap(), FeedHead::default());
+    assert!(store.feed(0, 100).await.unwrap().is_empty());
+
+    let machine = vm("rg", "vm1");
+    let alice = user("alice");
+    let team = group("team", vec![alice.object_id]);
+    let grant = assignment(&rg("rg"), READER, alice.object_id);
+    let revocation = lanyard_storage::DocumentRecord {
+        collection: lanyard_storage::HOST_REVOCATIONS.to_string(),
+        key: format!("{}/{}", alice.object_id, machine.key()),
+        version: 5,
+        body: json!({ "principal": alice.object_id, "host": machine.key(), "validAfter": 5 }),
+    };
+    let batches = vec![
+        Batch::new()
+            .with(Change::PutResource(record(&machine)))
+            .with(Change::AppendActivity(activity(0, &machine, None))),
+        Batch::new()
+            .with(Change::PutPrincipal(alice.clone()))
+            .with(Change::PutPrincipal(team.clone()))
+            .with(Change::PutAssignment(grant.clone())),
+        Batch::new()
+            .with(Change::PutKey(key_record("k1")))
+            .with(Change::DeleteKey("k0".to_string())),
+        Batch::new()
+            .with(Change::SetRevocation {
+                principal: alice.object_id,
+                valid_after: 42,
+            })
+            .with(Change::PutDocument(revocation.clone()))
+            .with(Change::PutDocument(doc("secrets", "kv1/db/v1", 1))),
+        Batch::new()
+            .with(Change::DeleteAssignment(grant.id))
+            .with(Change::DeleteAssignmentsWithin(rg("rg")))
+            .with(Change::DeleteResourcesWithin(rg("rg")))
+            .with(Change::DeletePrincipal(team.object_id)),
+    ];
+    let mut given = Vec::new();
+    for batch in batches {
+        given.push(store.commit_seq(batch).await.unwrap());
+    }
+    assert_eq!(given, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
+
+    let entries = store.feed(0, 100).await.unwrap();
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    // Resources are named, not copied; logs and unfollowed documents are left out.
+    assert_eq!(
+        entries[0].changes,
+        vec![FeedChange::PutResource(machine.clone())]
+    );
+    assert_eq!(
+        entries[1].changes,
+        vec![
+            FeedChange::PutPrincipal {
+                object_id: alice.object_id,
+                members: None
+            },
+            FeedChange::PutPrincipal {
+                object_id: team.object_id,
+                members: Some(vec![alice.object_id])
+            },
+            FeedChange::PutAssignment(grant.clone()),
+        ]
+    );
+    assert_eq!(
+        entries[2].changes,
+        vec![
+            FeedChange::PutKey("k1".to_string()),
+            FeedChange::DeleteKey("k0".to_string())
+        ]
+    );
+    assert_eq!(
+        entries[3].changes,
+        vec![
+            FeedChange::SetRevocation {
+                principal: alice.object_id,
+                valid_after: 42
+            },
+            FeedChange::PutDocument(revocation),
+        ]
+    );
+    assert_eq!(
+        entries[4].changes,
+        vec![
+            FeedChange::DeleteAssignment(grant.id),
+            FeedChange::DeleteAssignmentsWithin(rg("rg")),
+            FeedChange::DeleteResourcesWithin(rg("rg")),
+            FeedChange::DeletePrincipal(team.object_id),
+        ]
+    );
+
+    // Paging: after a number, bounded.
+    let page = store.feed(2, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert!(store.feed(5, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.feed_head().await.unwrap(),
+        FeedHead {
+            seq: 5,
+            pruned_through: 0
+        }
+    );
+    // Another connection (a second server) reads the same feed.
+    let other = t.open().await;
+    assert_eq!(other.feed(0, 100).await.unwrap(), entries);
+}
+
+async fn feed_skips_batches_nobody_follows(t: &Target) {
+    let store = t.open().await;
+    let id = vm("rg", "quiet");
+    let owner = user("owner");
+    let unfollowed = [
+        Batch::new().with(Change::PutMeta {
+            key: "k".to_string(),
+            value: "v".to_string(),
+        }),
+        Batch::new().with(Change::AppendActivity(activity(1, &id, None))),
+        Batch::new().with(Change::PutCredential(CredentialRecord {
+            id: Uuid::new_v4(),
+            principal_id: owner.object_id,
+            kind: "secret".to_string(),
+            body: json!({ "hash": "h" }),
+            created_at: at(0),
+        })),
+        Batch::new()
+            .with(Change::PutDocument(doc("secrets", "kv1/a/v1", 1)))
+            .with(Change::DeleteDocument {
+                collection: "blobs".to_string(),
+                key: "x".to_string(),
+            })
+            .with(Change::DeleteDocumentsWithPrefix {
+                collection: "secrets".to_string(),
+                prefix: "kv1/".to_string(),
+            }),
+    ];
+    for batch in unfollowed {
+        assert_eq!(store.commit_seq(batch).await.unwrap(), None);
+    }
+    assert_eq!(store.feed_head().await.unwrap().seq, 0);
+    assert!(store.feed(0, 10).await.unwrap().is_empty());
+    // One followed change makes the whole batch an entry, with only that change.
+    let seq = store
+        .commit_seq(
+            Batch::new()
+                .with(Change::AppendActivity(activity(2, &id, None)))
+                .with(Change::DeleteDocument {
+                    collection: lanyard_storage::HOST_REVOCATIONS.to_string(),
+                    key: "p/h".to_string(),
+                }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seq, Some(1));
+    assert_eq!(
+        store.feed(0, 10).await.unwrap()[0].changes,
+        vec![FeedChange::DeleteDocument {
+            collection: lanyard_storage::HOST_REVOCATIONS.to_string(),
+            key: "p/h".to_string()
+        }]
+    );
+}
+
+async fn failed_batches_append_nothing_to_the_feed(t: &Target) {
+    let store = t.open().await;
+    let alice = user("alice");
+    let grant = assignment(&rg("rg"), READER, alice.object_id);
+    assert_eq!(
+        store
+            .commit_seq(Batch::new().with(Change::PutAssignment(grant.clone())))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    // A failed expectation, and a conflict raised by a change: nothing reaches the feed.
+    let guarded = Batch::new()
+        .expect(Expect::ResourceExists(vm("rg", "missing")))
+        .with(Change::PutPrincipal(alice.clone()));
+    assert_conflict(store.commit_seq(guarded).await, "does not exist");
+    let duplicate = RoleAssignment {
+        id: Uuid::new_v4(),
+        ..grant.clone()
+    };
+    assert_conflict(
+        store
+            .commit_seq(
+                Batch::new()
+                    .with(Change::PutPrincipal(alice.clone()))
+                    .with(Change::PutAssignment(duplicate)),
+            )
+            .await,
+        "already exists",
+    );
+    assert_eq!(store.feed_head().await.unwrap().seq, 1);
+    assert_eq!(store.feed(0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.principal(alice.object_id).await.unwrap(), None);
+    // Numbers are not used up by failures: the next entry follows without a gap.
+    assert_eq!(
+        store
+            .commit_seq(Batch::new().with(Change::PutPrincipal(alice.clone())))
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let seqs: Vec<u64> = store
+        .feed(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+}
+
+async fn feed_numbers_are_contiguous_and_visible_in_order_under_concurrency(t: &Target) {
+    // Three stores (three pools, as three servers would have) write at once while a reader
+    // follows: it must never see an entry before an earlier-numbered one.
+    let stores = [t.open().await, t.open().await, t.open().await];
+    let reader = t.open().await;
+    const WRITES: usize = 30;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut cursor = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                for entry in reader.feed(cursor, 7).await.unwrap() {
+                    assert_eq!(entry.seq, cursor + 1, "a gap in the feed after {cursor}");
+                    cursor = entry.seq;
+                }
+                if finished && reader.feed(cursor, 1).await.unwrap().is_empty() {
+                    return cursor;
+                }
+                assert!(Instant::now() < deadline, "the follower did not finish");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % stores.len()]);
+            tokio::spawn(async move {
+                let id = vm("busy", &format!("vm{i}"));
+                let seq = store
+                    .commit_seq(Batch::new().with(Change::PutResource(record(&id))))
+                    .await
+                    .unwrap()
+                    .expect("a followed change appends an entry");
+                (seq, id)
+            })
+        })
+        .collect();
+    let mut given = Vec::new();
+    for w in writers {
+        given.push(w.await.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(follower.await.unwrap(), WRITES as u64);
+
+    given.sort_by_key(|(seq, _)| *seq);
+    let seqs: Vec<u64> = given.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=WRITES as u64).collect::<Vec<_>>());
+    // Each number holds the batch that was given it.
+    let entries = stores[0].feed(0, 100).await.unwrap();
+    assert_eq!(entries.len(), WRITES);
+    for (entry, (seq, id)) in entries.iter().zip(&given) {
+        assert_eq!(entry.seq, *seq);
+        assert_eq!(entry.changes, vec![FeedChange::PutResource(id.clone())]);
+    }
+}
+
+async fn feed_pruning_keeps_the_newest_entries(t: &Target) {
+    let store = t.open().await;
+    for i in 0..10 {
+        put_resources(store.as_ref(), &[vm("rg", &format!("vm{i}"))]).await;
+    }
+    store.prune_feed(3).await.unwrap();
+    assert_eq!(
+        store.feed_head().await.unwrap(),
+        FeedHead {
+            seq: 10,
+            pruned_through: 7
+        }
+    );
+    let seqs: Vec<u64> = store
+        .feed(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![8, 9, 10]);
+    // Keeping more than there is prunes nothing; numbering goes on.
+    store.prune_feed(100).await.unwrap();
+    assert_eq!(store.feed_head().await.unwrap().pruned_through, 7);
+    assert_eq!(
+        store
+            .commit_seq(Batch::new().with(Change::DeleteResource(vm("rg", "vm0"))))
+            .await
+            .unwrap(),
+        Some(11)
+    );
+    store.prune_feed(0).await.unwrap();
+    assert!(store.feed(0, 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.feed_head().await.unwrap(),
+        FeedHead {
+            seq: 11,
+            pruned_through: 11
+        }
+    );
+}
+
+async fn commits_prune_the_feed_beyond_its_retention(t: &Target) {
+    let store = t.open().await;
+    // Plant a long history: the head just before a pruning point, and a few old entries.
+    t.raw_execute("UPDATE feed_head SET seq = 10099 WHERE id = 1")
+        .await;
+    t.raw_execute("INSERT INTO feed (seq, body) VALUES (50, '[]'), (100, '[]'), (101, '[]')")
+        .await;
+    let seq = store
+        .commit_seq(Batch::new().with(Change::PutResource(record(&vm("rg", "late")))))
+        .await
+        .unwrap();
+    assert_eq!(seq, Some(10100));
+    // The newest 10,000 stay: 101 ..= 10100.
+    assert_eq!(
+        store.feed_head().await.unwrap(),
+        FeedHead {
+            seq: 10100,
+            pruned_through: 100
+        }
+    );
+    let seqs: Vec<u64> = store
+        .feed(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![101, 10100]);
+}
+
+async fn meta_expectations_guard_a_version(t: &Target) {
+    let store = t.open().await;
+    let bump = |from: Option<&str>, to: &str| {
+        Batch::new()
+            .expect(Expect::MetaIs {
+                key: "ring".to_string(),
+                value: from.map(str::to_string),
+            })
+            .with(Change::PutMeta {
+                key: "ring".to_string(),
+                value: to.to_string(),
+            })
+    };
+    store.commit_seq(bump(None, "1")).await.unwrap();
+    assert_conflict(store.commit_seq(bump(None, "1")).await, "ring");
+    assert_conflict(store.commit_seq(bump(Some("0"), "1")).await, "ring");
+    store.commit_seq(bump(Some("1"), "2")).await.unwrap();
+    assert_eq!(store.meta("ring").await.unwrap().as_deref(), Some("2"));
 }

@@ -5,7 +5,8 @@
 //! - [`db`]: a fresh database per test: a SQLite file in a temporary directory, or a
 //!   PostgreSQL database created for the test and dropped after it.
 //! - [`python`]: the venv's Python for the official Azure SDKs, with private name resolution.
-//! - [`server`]: a server on a free port, a client that trusts its CA and resolves its hosts.
+//! - [`server`]: a server on a free port, a client that trusts its CA and resolves its hosts;
+//!   a peer server on the same database.
 
 pub mod arm;
 pub mod db;

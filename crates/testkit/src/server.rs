@@ -1,5 +1,6 @@
 //! A Lanyard server on a free loopback port, with a client that trusts its CA and resolves
-//! every `*.{domain}` host to it (no hosts file needed).
+//! every `*.{domain}` host to it (no hosts file needed); [`TestServer::start_peer`] starts a
+//! second one on the same PostgreSQL database, as a scale-out deployment runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -131,6 +132,50 @@ impl TestServer {
             _tmp: None,
             _db: None,
         })
+    }
+
+    /// A second server on this server's database, as a scale-out deployment runs one: its
+    /// own data directory, holding copies of what servers sharing a database must share
+    /// (the key-encryption key, the certificate authority, the administrator credential);
+    /// the directory (tenant, subscription, administrator) it finds in the store. Needs a
+    /// database URL (PostgreSQL).
+    pub async fn start_peer(&self) -> anyhow::Result<Self> {
+        self.start_peer_configured(ConfigLayer::default()).await
+    }
+
+    /// [`Self::start_peer`] with extra settings.
+    pub async fn start_peer_configured(&self, extra: ConfigLayer) -> anyhow::Result<Self> {
+        let Some(url) = self.database_url.clone() else {
+            anyhow::bail!(
+                "a peer server needs a shared database url (start the first on PostgreSQL)"
+            );
+        };
+        let tmp = tempfile::tempdir()?;
+        let data_dir = tmp.path().join("data");
+        let source = DataDir::existing(&self.data_dir)?;
+        let target = DataDir::open(&data_dir)?;
+        let shared = [
+            (source.kek(), target.kek()),
+            (source.ca_cert(), target.ca_cert()),
+            (source.ca_key(), target.ca_key()),
+            (source.admin_credential(), target.admin_credential()),
+        ];
+        for (from, to) in shared {
+            // The KEK file is absent when `LANYARD_KEK` provides it (to both servers).
+            if from.exists() {
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("copying {} to the peer", from.display()))?;
+            }
+        }
+        let mut peer = Self::launch_configured(
+            &data_dir,
+            Some(url),
+            Arc::new(lanyard_domain::SystemClock),
+            extra,
+        )
+        .await?;
+        peer._tmp = Some(tmp);
+        Ok(peer)
     }
 
     /// Stops the server and waits for it, keeping the data directory and database so a

@@ -13,3 +13,4 @@ mod identity;
 mod keyvault;
 mod login;
 mod reliability;
+mod scale_out;

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::{from_json, from_nanos, parse_resource_id, parse_uuid, Conn, Error, SqlRow, Statement};
 use crate::{
-    ActivityRecord, AssignmentQuery, CredentialRecord, DocumentQuery, DocumentRecord, KeyRecord,
-    LogQuery, ResourceQuery, ResourceRecord, SignInRecord,
+    ActivityRecord, AssignmentQuery, CredentialRecord, DocumentQuery, DocumentRecord, FeedEntry,
+    FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord, StoreError,
 };
 
 const RESOURCE_COLUMNS: &str =
@@ -315,4 +315,47 @@ pub(crate) async fn documents<C: Conn + ?Sized>(
     statement.push(" ORDER BY key").limit(query.limit);
     let rows = c.fetch(&statement).await?;
     rows.iter().map(document_from_row).collect()
+}
+
+fn feed_position(what: &str, value: i64) -> Result<u64, Error> {
+    u64::try_from(value)
+        .map_err(|_| Error::Store(StoreError::Corrupt(format!("{what} is negative"))))
+}
+
+pub(crate) async fn feed_head<C: Conn + ?Sized>(c: &mut C) -> Result<FeedHead, Error> {
+    let statement = Statement::new("SELECT seq, pruned_through FROM feed_head WHERE id = 1");
+    let rows = c.fetch(&statement).await?;
+    let row = rows.first().ok_or_else(|| {
+        Error::Store(StoreError::Corrupt(
+            "the feed head row is missing".to_string(),
+        ))
+    })?;
+    Ok(FeedHead {
+        seq: feed_position("the feed head", row.int(0)?)?,
+        pruned_through: feed_position("the feed horizon", row.int(1)?)?,
+    })
+}
+
+/// Entries numbered above `after`, oldest first, at most `limit`.
+pub(crate) async fn feed<C: Conn + ?Sized>(
+    c: &mut C,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<FeedEntry>, Error> {
+    let after = i64::try_from(after).map_err(|_| {
+        Error::Store(StoreError::Database(
+            "feed position out of range".to_string(),
+        ))
+    })?;
+    let mut statement =
+        Statement::new("SELECT seq, body FROM feed WHERE seq > $1 ORDER BY seq").bind(after);
+    statement.limit(Some(limit));
+    let rows = c.fetch(&statement).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq = feed_position("a feed entry number", row.int(0)?)?;
+        let changes = from_json(&format!("feed entry {seq}"), &row.text(1)?)?;
+        out.push(FeedEntry { seq, changes });
+    }
+    Ok(out)
 }

@@ -2,22 +2,98 @@
 //!
 //! Upserts use `INSERT ... ON CONFLICT (key) DO UPDATE SET col = excluded.col`, which SQLite,
 //! PostgreSQL and the PostgreSQL-compatible distributed databases all read the same way.
+//!
+//! The commit feed is appended last, in the same transaction: `UPDATE feed_head SET seq =
+//! seq + 1 ... RETURNING seq` takes the row lock that every appending transaction needs and
+//! holds it until commit, so numbers are given in commit order, without gaps (see
+//! `migrations/*/0003_feed.sql`).
 
 use lanyard_domain::{Principal, ResourceId, RoleAssignment};
 
-use super::{to_json, to_nanos, Conn, Error, Statement};
-use crate::{Batch, Change, Expect, ResourceRecord, StoreError};
+use super::{to_json, to_nanos, Conn, Error, SqlRow, Statement};
+use crate::{Batch, Change, Expect, FeedChange, ResourceRecord, StoreError};
 
-/// Checks every expectation, then applies every change in order. The caller rolls back on
-/// any error.
-pub(crate) async fn apply<C: Conn + ?Sized>(c: &mut C, batch: &Batch) -> Result<(), Error> {
+/// How many feed entries are kept at least; older ones are pruned as new ones arrive. A
+/// follower further behind than this reloads its views.
+pub(crate) const FEED_RETENTION: u64 = 10_000;
+/// Pruning runs with every this many appends (so the feed holds at most
+/// `FEED_RETENTION + PRUNE_EVERY - 1` entries).
+const PRUNE_EVERY: u64 = 100;
+
+/// Checks every expectation, then applies every change in order, then appends the feed
+/// entry if the batch holds changes servers follow. Returns the entry's sequence number.
+/// The caller rolls back on any error.
+pub(crate) async fn apply<C: Conn + ?Sized>(
+    c: &mut C,
+    batch: &Batch,
+) -> Result<Option<u64>, Error> {
     for expect in &batch.expect {
         check(c, expect).await?;
     }
     for change in &batch.changes {
         apply_change(c, change).await?;
     }
+    let followed = FeedChange::of_batch(batch);
+    if followed.is_empty() {
+        return Ok(None);
+    }
+    let seq = append_feed(c, &followed).await?;
+    if seq % PRUNE_EVERY == 0 && seq > FEED_RETENTION {
+        prune_feed_through(c, seq - FEED_RETENTION).await?;
+    }
+    Ok(Some(seq))
+}
+
+/// Takes the next sequence number (locking the head row until commit) and writes the entry.
+async fn append_feed<C: Conn + ?Sized>(c: &mut C, changes: &[FeedChange]) -> Result<u64, Error> {
+    let next = Statement::new("UPDATE feed_head SET seq = seq + 1 WHERE id = 1 RETURNING seq");
+    let rows = c.fetch(&next).await?;
+    let seq = match rows.first() {
+        Some(row) => row.int(0)?,
+        None => {
+            return Err(Error::Store(StoreError::Corrupt(
+                "the feed head row is missing".to_string(),
+            )))
+        }
+    };
+    let insert = Statement::new("INSERT INTO feed (seq, body) VALUES ($1, $2)")
+        .bind(seq)
+        .bind(to_json("feed entry", &changes)?);
+    c.execute(&insert).await?;
+    u64::try_from(seq)
+        .map_err(|_| Error::Store(StoreError::Corrupt("the feed head is negative".to_string())))
+}
+
+/// Deletes the entries numbered at or below `through` and records that they are gone.
+pub(crate) async fn prune_feed_through<C: Conn + ?Sized>(
+    c: &mut C,
+    through: u64,
+) -> Result<(), Error> {
+    let through = i64::try_from(through).map_err(|_| {
+        Error::Store(StoreError::Database(
+            "feed position out of range".to_string(),
+        ))
+    })?;
+    let mark = Statement::new(
+        "UPDATE feed_head SET pruned_through = $1 WHERE id = 1 AND pruned_through < $2",
+    )
+    .bind(through)
+    .bind(through);
+    if c.execute(&mark).await? == 0 {
+        return Ok(());
+    }
+    let delete = Statement::new("DELETE FROM feed WHERE seq <= $1").bind(through);
+    c.execute(&delete).await?;
     Ok(())
+}
+
+/// Prunes all but the newest `keep` entries.
+pub(crate) async fn prune_feed<C: Conn + ?Sized>(c: &mut C, keep: u64) -> Result<(), Error> {
+    let head = super::read::feed_head(c).await?;
+    match head.seq.checked_sub(keep) {
+        Some(through) if through > 0 => prune_feed_through(c, through).await,
+        _ => Ok(()),
+    }
 }
 
 fn conflict(message: String) -> Error {
@@ -33,13 +109,20 @@ async fn resource_version<C: Conn + ?Sized>(
         Statement::new("SELECT updated_at_ns FROM resources WHERE key = $1").bind(id.key());
     let rows = c.fetch(&statement).await?;
     match rows.first() {
-        Some(row) => Ok(Some(super::SqlRow::int(row, 0)?)),
+        Some(row) => Ok(Some(row.int(0)?)),
         None => Ok(None),
     }
 }
 
 async fn check<C: Conn + ?Sized>(c: &mut C, expect: &Expect) -> Result<(), Error> {
     match expect {
+        Expect::MetaIs { key, value } => {
+            if super::read::meta(c, key).await? == *value {
+                Ok(())
+            } else {
+                Err(conflict(format!("meta `{key}` was changed concurrently")))
+            }
+        }
         Expect::ResourceAbsent(id) => match resource_version(c, id).await? {
             None => Ok(()),
             Some(_) => Err(conflict(format!("resource `{id}` already exists"))),
