@@ -148,7 +148,6 @@ async fn token(
         return Err(Refusal::BadIdentityHeader);
     }
     let _permit = service.admit(&session.resource)?;
-    let generation = service.app.generation();
     let attached = service.attached(session).await?;
     let chosen = crate::resolve::select(&attached, &ask.selector)?;
     if let Some(body) = service.cached(chosen.principal_id, &session.resource, &ask.resource) {
@@ -164,7 +163,7 @@ async fn token(
         .ok_or(Refusal::IdentityNotFound)?;
     let request = TokenRequest::managed_identity(&principal, &session.resource, &ask.resource, 0)
         .map_err(|_| Refusal::IdentityNotFound)?;
-    let (minted, _claims) = service.app.tokens.issue(&request).map_err(|e| {
+    let (minted, claims) = service.app.tokens.issue(&request).map_err(|e| {
         tracing::error!(error = %e, "cannot mint a managed-identity token");
         Refusal::BadRequest("the token could not be issued; retry".into())
     })?;
@@ -183,8 +182,8 @@ async fn token(
         &session.resource,
         &ask.resource,
         Arc::clone(&body),
+        claims.iat,
         minted.expires_on,
-        generation,
     );
     Ok((body, principal.object_id, client_id, true))
 }

@@ -74,10 +74,13 @@ impl Session {
     }
 }
 
+/// A token handed out before. It stays good across commits: the caller has just resolved the
+/// identity again for the current generation, so what remains to check is that the token
+/// has not been revoked (for its principal, or for this host) since it was issued.
 struct CachedToken {
     body: Body,
+    issued_at: i64,
     expires_on: i64,
-    generation: u64,
 }
 
 /// Azure's limits per resource: 20 requests a second, 5 at once. Time comes from the
@@ -256,11 +259,13 @@ impl IdentityService {
         resource: &str,
     ) -> Option<Body> {
         let now = self.app.clock.unix();
-        let generation = self.app.generation();
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let hit = cache.get(&(principal, host.key().to_string(), resource.to_string()))?;
-        (hit.generation == generation && now < hit.expires_on - REFRESH_MARGIN_SECS)
-            .then(|| Arc::clone(&hit.body))
+        let revoked = self
+            .app
+            .tokens
+            .is_revoked(principal, Some(host), hit.issued_at);
+        (!revoked && now < hit.expires_on - REFRESH_MARGIN_SECS).then(|| Arc::clone(&hit.body))
     }
 
     pub(crate) fn remember(
@@ -269,8 +274,8 @@ impl IdentityService {
         host: &ResourceId,
         resource: &str,
         body: Body,
+        issued_at: i64,
         expires_on: i64,
-        generation: u64,
     ) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 100_000 {
@@ -280,8 +285,8 @@ impl IdentityService {
             (principal, host.key().to_string(), resource.to_string()),
             CachedToken {
                 body,
+                issued_at,
                 expires_on,
-                generation,
             },
         );
     }

@@ -25,8 +25,8 @@ use lanyard_token::claims::TokenPolicy;
 use lanyard_token::jwk::JwkSet;
 use lanyard_token::{
     issue, AccessTokenClaims, IssuerConfig, Kek, KeyChange, KeyError, KeyRing, MintError,
-    MintedToken, Revocation, RotationPolicy, StoredKey, TokenRequest, ValidatedToken,
-    ValidationConfig, ValidationError, Validator,
+    MintedToken, Revocation, RotationPolicy, StoredKey, TokenPrincipal, TokenRequest,
+    ValidatedToken, ValidationConfig, ValidationError, Validator,
 };
 use uuid::Uuid;
 
@@ -96,6 +96,10 @@ pub fn parse_host_revocation(doc: &DocumentRecord) -> Option<(Uuid, String, i64)
     let valid_after = doc.body.get("validAfter")?.as_i64()?;
     Some((principal, host, valid_after))
 }
+
+/// How far ahead of the clock [`TokenRuntime::issue`] may stamp a token to clear a revocation
+/// made in the same second.
+const MAX_STAMP_AHEAD_SECS: i64 = 2;
 
 /// Keys, issuance and validation.
 pub struct TokenRuntime {
@@ -297,11 +301,40 @@ impl TokenRuntime {
     }
 
     /// Issues a token now.
+    ///
+    /// Revocations are kept in whole seconds and refuse every token issued in the second they
+    /// were made (`iat < valid_after`). A token issued in that same second *after* the
+    /// revocation (an identity detached and attached again at once) is stamped with the
+    /// revocation's second instead, so it is not refused for its whole life; `nbf` moves by
+    /// the same second, well inside every validator's clock skew.
     pub fn issue(
         &self,
         request: &TokenRequest,
     ) -> Result<(MintedToken, AccessTokenClaims), MintError> {
-        issue(&self.read_ring(), &self.policy, request, self.clock.unix())
+        let now = self.clock.unix();
+        let host = match &request.principal {
+            TokenPrincipal::SystemAssigned { host } | TokenPrincipal::UserAssigned { host, .. } => {
+                Some(host)
+            }
+            TokenPrincipal::Application { identity, .. } => identity.as_ref(),
+        };
+        let floor = [
+            self.revocations.valid_after(request.object_id),
+            host.and_then(|h| {
+                self.revocations
+                    .valid_after_for_host(request.object_id, h.as_str())
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .filter(|&after| after > now && after - now <= MAX_STAMP_AHEAD_SECS);
+        issue(
+            &self.read_ring(),
+            &self.policy,
+            request,
+            floor.unwrap_or(now),
+        )
     }
 
     /// A validator accepting `audiences` (each with and without a trailing slash) from our
@@ -352,6 +385,19 @@ impl TokenRuntime {
         self.revocations.valid_after(principal)
     }
 
+    /// Whether a token of `principal` issued at `iat` (for a workload on `host`, if any) is
+    /// refused by a revocation this server holds, as the validator would refuse it.
+    pub fn is_revoked(&self, principal: Uuid, host: Option<&ResourceId>, iat: i64) -> bool {
+        self.revocations
+            .valid_after(principal)
+            .is_some_and(|after| iat < after)
+            || host.is_some_and(|host| {
+                self.revocations
+                    .valid_after_for_host(principal, host.key())
+                    .is_some_and(|after| iat < after)
+            })
+    }
+
     /// Records in memory a revocation that has been committed.
     pub fn revoked(&self, principal: Uuid, valid_after: i64) {
         if let Ok(mut m) = self.revocations.by_principal.write() {
@@ -391,4 +437,87 @@ async fn host_revocations(store: &dyn Store) -> Result<HashMap<(Uuid, String), i
         }
     }
     Ok(by_host)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use lanyard_domain::{Clock, ManualClock, Principal, PrincipalKind, ServicePrincipalSource};
+
+    async fn runtime(clock: SharedClock, tenant: Uuid) -> (TokenRuntime, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = lanyard_storage::open(dir.path().join("t.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let tokens = TokenRuntime::load(
+            store,
+            Kek::from_bytes([3u8; 32]),
+            clock,
+            RotationPolicy::default(),
+            3600,
+            vec![tenant],
+        )
+        .await
+        .unwrap();
+        (tokens, dir)
+    }
+
+    #[tokio::test]
+    async fn a_token_issued_in_the_second_of_a_revocation_but_after_it_is_not_refused() {
+        let clock = Arc::new(ManualClock::at_unix(1_800_000_000));
+        let tenant = Uuid::new_v4();
+        let (tokens, _dir) = runtime(clock.clone(), tenant).await;
+        let vm = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        )
+        .unwrap();
+        let identity = Principal {
+            object_id: Uuid::new_v4(),
+            tenant_id: tenant,
+            display_name: "ua".into(),
+            kind: PrincipalKind::ServicePrincipal {
+                client_id: Uuid::new_v4(),
+                source: ServicePrincipalSource::UserAssigned {
+                    identity: ResourceId::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ua").unwrap(),
+                },
+            },
+        };
+        let request =
+            TokenRequest::managed_identity(&identity, &vm, "https://vault.azure.net", 0).unwrap();
+        let validator = tokens.validator(["https://vault.azure.net"]);
+        let before = tokens.issue(&request).unwrap().0.access_token;
+        assert!(tokens.validate(&validator, &before).is_ok());
+
+        // Detached from the VM: the earlier token is refused; attached again within the
+        // same second, the next token works.
+        tokens.revoked_for_host(identity.object_id, vm.key().to_string(), clock.unix() + 1);
+        assert_eq!(
+            tokens.validate(&validator, &before).unwrap_err(),
+            ValidationError::Revoked
+        );
+        let (after, claims) = tokens.issue(&request).unwrap();
+        assert_eq!(claims.iat, clock.unix() + 1);
+        assert!(tokens.validate(&validator, &after.access_token).is_ok());
+        assert!(tokens.is_revoked(identity.object_id, Some(&vm), clock.unix()));
+        assert!(!tokens.is_revoked(identity.object_id, Some(&vm), claims.iat));
+
+        // The same for a revocation of the principal itself.
+        clock.advance(std::time::Duration::from_secs(10));
+        tokens.revoked(identity.object_id, clock.unix() + 1);
+        let (again, _) = tokens.issue(&request).unwrap();
+        assert!(tokens.validate(&validator, &again.access_token).is_ok());
+
+        // A revocation far ahead of the clock is not chased: such a token stays refused.
+        tokens.revoked(identity.object_id, clock.unix() + 3600);
+        let (refused, claims) = tokens.issue(&request).unwrap();
+        assert_eq!(claims.iat, clock.unix());
+        assert_eq!(
+            tokens
+                .validate(&validator, &refused.access_token)
+                .unwrap_err(),
+            ValidationError::Revoked
+        );
+    }
 }

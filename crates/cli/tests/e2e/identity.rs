@@ -347,6 +347,49 @@ async fn endpoints_refuse_what_could_be_ssrf(backend: Backend) {
         .unwrap();
     assert_eq!(after.status(), 401);
 
+    // A commit elsewhere (a new resource group) does not cost a cached token: the same token
+    // comes back. Attaching ua2 again mints a new one (the old one stays revoked for this VM).
+    let (_, cached) = get(&format!("{imds}?{q}"), &[("Metadata", "true")]).await;
+    let reply = s
+        .admin
+        .arm(
+            Method::PUT,
+            &format!(
+                "/subscriptions/{}/resourceGroups/unrelated?{API}",
+                s.server.admin.subscription_id
+            ),
+            Some(&json!({"location": "local"})),
+        )
+        .await
+        .unwrap();
+    assert!(reply.status == 200 || reply.status == 201, "{}", reply.body);
+    let (_, again) = get(&format!("{imds}?{q}"), &[("Metadata", "true")]).await;
+    assert_eq!(again["access_token"], cached["access_token"]);
+    let patch = json!({"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": { ua2_id: {} }}});
+    let reply = s
+        .admin
+        .arm(Method::PATCH, &format!("{}?{API}", s.vm), Some(&patch))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (status, reattached) = get(
+        &format!(
+            "{imds}?api-version=2018-02-01&resource=https://management.azure.com/&client_id={ua2_client}"
+        ),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(status, 200, "{reattached}");
+    let fresh = reattached["access_token"].as_str().unwrap();
+    assert_ne!(fresh, arm_token, "a revoked token was handed out again");
+    let works = http
+        .get(&subscriptions)
+        .bearer_auth(fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(works.status(), 200);
+
     // An ended session's header and listener stop working.
     let id = session["id"].as_str().unwrap();
     let reply = s
