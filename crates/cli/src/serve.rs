@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Apply Azure's identity-endpoint limits (20 requests/s and 5 at once per resource).
     #[arg(long, env = "LANYARD_IDENTITY_THROTTLING")]
     pub identity_throttling: Option<bool>,
+    /// How often to read the commit feed for changes made by other servers sharing the
+    /// database, in milliseconds (10 to 60000; default 250).
+    #[arg(long, env = "LANYARD_FEED_POLL_MS")]
+    pub feed_poll_ms: Option<u64>,
 }
 
 impl ServerArgs {
@@ -51,6 +55,7 @@ impl ServerArgs {
             database_url: self.database_url.clone(),
             log_format: self.log_format.clone(),
             identity_throttling: self.identity_throttling,
+            feed_poll_ms: self.feed_poll_ms,
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);

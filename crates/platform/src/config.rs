@@ -1,8 +1,8 @@
 //! Configuration: flags, `LANYARD_*` environment variables and an optional TOML file, merged
 //! in that order of precedence and validated once at start.
 //!
-//! `feed-poll-ms` (file only, default 250) is how often a server reads the commit feed for
-//! the changes other servers sharing its database made.
+//! `feed-poll-ms` (`--feed-poll-ms`, `LANYARD_FEED_POLL_MS`; default 250) is how often a
+//! server reads the commit feed for the changes other servers sharing its database made.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

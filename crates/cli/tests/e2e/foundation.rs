@@ -225,6 +225,13 @@ fn a_corrupt_configuration_is_refused() {
     expect_start_failure(&[], &data, "is corrupt");
     std::fs::write(data.join("lanyard.toml"), "domain = \"not a domain\"\n").unwrap();
     expect_start_failure(&[], &data, "invalid setting `domain`");
+    // A flag is checked as the file is: the feed interval has bounds.
+    std::fs::remove_file(data.join("lanyard.toml")).unwrap();
+    expect_start_failure(
+        &["--feed-poll-ms", "5"],
+        &data,
+        "invalid setting `feed-poll-ms`",
+    );
 }
 
 #[test]
