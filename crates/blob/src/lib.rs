@@ -14,11 +14,10 @@
 //! - [`files`]: content on disk: spooling bodies, composing block lists, reading ranges,
 //!   removing what no document names.
 //! - [`access`]: bearer authentication, the challenge, RBAC per operation.
-//! - [`cache`]: bounded maps for what the read path keeps in memory (pure).
-//! - [`coalesce`]: concurrent reads of one document share a store round trip, each still
-//!   from a read that began after its request arrived.
 //! - [`plane`]: the plane's state, its router and the one entry point of every request; the
-//!   accounts and small committed content it keeps in memory.
+//!   accounts and small committed content it keeps in memory
+//!   ([`lanyard_platform::bounded`]), and its shared document reads
+//!   ([`lanyard_platform::coalesce`]).
 //! - [`docs`]: reading documents and the expectations that guard writing them.
 //! - [`reply`]: response building and the property headers.
 //! - [`containers`], [`listing`], [`blobs`]: the operations.
@@ -28,8 +27,6 @@
 pub mod access;
 pub mod account;
 pub mod blobs;
-pub mod cache;
-pub mod coalesce;
 pub mod containers;
 pub mod docs;
 pub mod error;

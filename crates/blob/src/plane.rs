@@ -33,14 +33,14 @@ use lanyard_token::Validator;
 use time::OffsetDateTime;
 
 use crate::access::{self, Permission};
-use crate::cache::Bounded;
-use crate::coalesce::Reads;
 use crate::error::BlobError;
 use crate::files::FileStore;
 use crate::model::{decode, AccountEntry};
 use crate::names::ACCOUNTS;
 use crate::request::{self, Operation, Query};
 use crate::{blobs, containers, headers};
+use lanyard_platform::bounded::Bounded;
+use lanyard_platform::coalesce::Reads;
 
 /// The blob root of `state`'s data directory.
 pub fn file_store(state: &AppState) -> FileStore {

@@ -13,12 +13,12 @@ use serde_json::json;
 
 use crate::authorize::{self, VaultRef};
 use crate::challenge;
-use crate::coalesce::Reads;
 use crate::errors::KvError;
 use crate::resolve::VaultDirectory;
 use crate::route::{self, Operation};
 use crate::secrets::Secrets;
 use crate::wire::{self, encode_token, page, Shape};
+use lanyard_platform::coalesce::Reads;
 
 /// Largest request body but for restore: a value of 25 KB, JSON-escaped, with tags.
 const MAX_BODY: usize = 256 * 1024;

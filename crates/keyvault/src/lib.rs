@@ -14,12 +14,11 @@
 //!   only as [`lanyard_platform::ApiError`].
 //! - [`challenge`]: authentication: the accepted audiences and the 401 challenge.
 //! - [`authorize`]: RBAC data actions or access-policy permissions per operation.
-//! - [`cache`]: bounded maps and the generation stamp the read path's caches use. Pure.
-//! - [`coalesce`]: concurrent reads of one document share a store round trip, each still
-//!   from a read that began after its request arrived.
 //! - [`resolve`]: the vault a host names, and its data key (created on first use); both
-//!   kept in memory, the record only while no commit has happened since it was read.
-//! - [`secrets`]: the operations over the store, retention included.
+//!   kept in memory (bounded, [`lanyard_platform::bounded`]), the record only while no
+//!   commit has happened since it was read.
+//! - [`secrets`]: the operations over the store, retention included; concurrent reads of
+//!   one secret share a round trip ([`lanyard_platform::coalesce`]).
 //! - [`http`]: the router and its thin handler.
 //!
 //! A request: find the vault (404 if none) → authenticate (401 with the challenge) →
@@ -30,9 +29,7 @@
 
 pub mod authorize;
 pub mod backup;
-pub mod cache;
 pub mod challenge;
-pub mod coalesce;
 pub mod errors;
 pub mod http;
 pub mod names;

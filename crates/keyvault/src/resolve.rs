@@ -34,10 +34,10 @@ use lanyard_storage::{
 };
 use lanyard_token::DataKey;
 
-use crate::cache::{Bounded, Stamped};
 use crate::errors::KvError;
 use crate::stored::{data_key_aad, Layout, VaultDoc, SECRETS, VAULTS};
 use crate::vault::{VaultSettings, VAULT_TYPE};
+use lanyard_platform::bounded::{Bounded, Stamped};
 
 /// A cache build younger than this is trusted for misses (unless a local commit happened).
 const REBUILD_AFTER_SECS: i64 = 2;

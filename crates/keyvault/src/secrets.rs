@@ -17,12 +17,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backup::{self, BackedUpVersion, Contents};
-use crate::coalesce::Reads;
 use crate::errors::KvError;
 use crate::names::{SecretName, SecretVersion};
 use crate::resolve::ResolvedVault;
 use crate::stored::{DeletedDoc, LiveDoc, SecretMeta, VersionDoc, SECRETS};
 use crate::wire::{SecretValue, SetSecret, UpdateSecret};
+use lanyard_platform::coalesce::Reads;
 
 const RETRIES: usize = 8;
 const READ_PAGE: u32 = 500;

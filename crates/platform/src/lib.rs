@@ -3,6 +3,9 @@
 //! Layout:
 //! - [`access`]: the authorization index, loaded at start and kept in step with the feed.
 //! - [`authn`]: the bearer token of a request, validated: who is calling.
+//! - [`bounded`] and [`coalesce`]: what the data planes' read paths keep in memory (bounded
+//!   maps, values stamped with the commit generation) and how concurrent reads of one
+//!   document share a store round trip.
 //! - [`config`]: flags, environment and TOML merged and validated.
 //! - [`state`]: [`AppState`], what handlers share; the public URL of each plane; the
 //!   follower that applies the store's commit feed to the in-memory views, so servers
@@ -16,6 +19,8 @@
 
 pub mod access;
 pub mod authn;
+pub mod bounded;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod serve;

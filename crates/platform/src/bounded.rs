@@ -1,9 +1,12 @@
-//! Bounded in-memory maps for the read path. Pure: no I/O, no clock; callers lock.
+//! Bounded in-memory maps for the data planes' read paths, and the rule of what may be kept.
+//! Pure: no I/O, no clock; callers lock.
 //!
-//! [`Bounded`] holds at most a number of entries and, optionally, a total weight (bytes of
-//! content, say); inserting past either limit drops the oldest insertions first. So no
-//! sequence of requests (naming many accounts, reading many blobs) grows memory without
-//! limit.
+//! - [`Bounded`] holds at most a number of entries and, optionally, a total weight (bytes of
+//!   content, say); inserting past either limit drops the oldest insertions first (a key
+//!   inserted again counts from its new insertion). So no sequence of requests (naming many
+//!   vaults or accounts, reading many blobs) grows memory without limit.
+//! - [`Stamped`]: a value with the commit generation it was read at; it answers only while
+//!   that generation is still current.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
@@ -91,11 +94,70 @@ impl<K: Eq + Hash + Clone, V> Bounded<K, V> {
     pub fn weight(&self) -> usize {
         self.weight
     }
+
+    /// The most entries it holds.
+    pub fn capacity(&self) -> usize {
+        self.max_entries
+    }
+}
+
+/// A value read from the store while the commit generation was `generation`.
+#[derive(Debug, Clone)]
+pub struct Stamped<V> {
+    pub generation: u64,
+    pub value: V,
+}
+
+impl<V> Stamped<V> {
+    /// The value, if nothing was committed since it was read (`current` is the generation
+    /// now).
+    pub fn current(&self, current: u64) -> Option<&V> {
+        (self.generation == current).then_some(&self.value)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn never_exceeds_its_capacity() {
+        let mut m = Bounded::new(100);
+        for i in 0..10_000u32 {
+            m.insert(format!("vault{i}"), i);
+            assert!(m.len() <= 100);
+        }
+        assert_eq!(m.len(), 100);
+        assert_eq!(m.get("vault9999"), Some(&9999));
+        assert_eq!(m.get("vault9899"), None);
+        assert!(m.order.len() <= 100, "the eviction order is bounded too");
+        assert_eq!(Bounded::<u8, u8>::new(0).capacity(), 1);
+    }
+
+    #[test]
+    fn a_key_inserted_again_counts_from_then() {
+        let mut m = Bounded::new(3);
+        for i in 0..3 {
+            m.insert(i, i * 10);
+        }
+        m.insert(0, 99);
+        assert_eq!(m.len(), 3);
+        m.insert(3, 30);
+        assert_eq!(m.get(&0), Some(&99));
+        assert_eq!(m.get(&1), None, "the oldest insertion goes first");
+        assert_eq!(m.get(&2), Some(&20));
+    }
+
+    #[test]
+    fn stamped_answers_only_at_its_generation() {
+        let s = Stamped {
+            generation: 7,
+            value: "v",
+        };
+        assert_eq!(s.current(7), Some(&"v"));
+        assert_eq!(s.current(8), None);
+        assert_eq!(s.current(6), None);
+    }
 
     #[test]
     fn entries_are_bounded_oldest_first() {
