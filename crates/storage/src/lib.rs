@@ -90,12 +90,22 @@ pub trait Store: Send + Sync + 'static {
     async fn principal(&self, object_id: Uuid) -> StoreResult<Option<Principal>>;
     async fn principal_by_client_id(&self, client_id: Uuid) -> StoreResult<Option<Principal>>;
     async fn principals(&self) -> StoreResult<Vec<Principal>>;
+    /// Every group principal (with its direct members), by object id; none of the others.
+    async fn groups(&self) -> StoreResult<Vec<Principal>>;
     async fn credentials_of(&self, principal: Uuid) -> StoreResult<Vec<CredentialRecord>>;
 
     /// Custom role definitions (built-ins live in the domain crate).
     async fn role_definitions(&self) -> StoreResult<Vec<RoleDefinition>>;
     async fn assignment(&self, id: Uuid) -> StoreResult<Option<RoleAssignment>>;
     async fn assignments(&self, query: &AssignmentQuery) -> StoreResult<Vec<RoleAssignment>>;
+    /// Every role assignment's [`AssignmentKey`], in no set order, each lent to `each` as it
+    /// is read: one query, so one consistent snapshot; no stored JSON is decoded, and memory
+    /// stays flat whatever the count (the authorization index loads with this). Returns how
+    /// many were read.
+    async fn scan_assignment_keys(
+        &self,
+        each: &mut (dyn for<'k> FnMut(&'k AssignmentKey) + Send),
+    ) -> StoreResult<u64>;
 
     /// Every revocation epoch: `(principal, valid_after)`.
     async fn revocations(&self) -> StoreResult<Vec<(Uuid, i64)>>;

@@ -231,6 +231,27 @@ pub struct ResourceQuery {
     pub limit: Option<u32>,
 }
 
+/// What the authorization index needs of a role assignment: its id, scope, role and
+/// principal (see [`Store::scan_assignment_keys`](crate::Store::scan_assignment_keys)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentKey {
+    pub id: Uuid,
+    pub scope: ResourceId,
+    pub role_definition_id: Uuid,
+    pub principal_id: Uuid,
+}
+
+impl From<&RoleAssignment> for AssignmentKey {
+    fn from(a: &RoleAssignment) -> Self {
+        Self {
+            id: a.id,
+            scope: a.scope.clone(),
+            role_definition_id: a.role_definition_id,
+            principal_id: a.principal_id,
+        }
+    }
+}
+
 /// Which role assignments to list. Results are ordered by id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AssignmentQuery {

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
 use sqlx::error::DatabaseError;
 use sqlx::pool::PoolConnection;
@@ -25,9 +26,9 @@ use uuid::Uuid;
 use crate::sql::migrate::{self, Migration};
 use crate::sql::{self, read, write, Conn, SqlRow, Statement, Value};
 use crate::{
-    ActivityRecord, AssignmentQuery, Batch, CredentialRecord, DocumentQuery, DocumentRecord,
-    FeedChange, FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord,
-    SignInRecord, Store, StoreError, StoreResult,
+    ActivityRecord, AssignmentKey, AssignmentQuery, Batch, CredentialRecord, DocumentQuery,
+    DocumentRecord, FeedChange, FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery,
+    ResourceRecord, SignInRecord, Store, StoreError, StoreResult,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -45,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "the commit feed",
         sql: include_str!("../migrations/postgres/0003_feed.sql"),
+    },
+    Migration {
+        version: 4,
+        description: "the kind of each principal",
+        sql: include_str!("../migrations/postgres/0004_principal_kind.sql"),
     },
 ];
 
@@ -255,6 +261,20 @@ impl Conn for PgConnection {
         query(statement).fetch_all(self).await
     }
 
+    async fn fetch_each(
+        &mut self,
+        statement: &Statement,
+        each: &mut (dyn for<'r> FnMut(&'r PgRow) -> Result<(), sql::Error> + Send),
+    ) -> Result<u64, sql::Error> {
+        let mut rows = query(statement).fetch(&mut *self);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            each(&row)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     async fn execute_script(&mut self, script: &str) -> Result<(), sqlx::Error> {
         // Without binds the driver runs every statement of the script (PostgreSQL: the
         // simple query protocol).
@@ -264,6 +284,10 @@ impl Conn for PgConnection {
 
 impl SqlRow for PgRow {
     fn text(&self, index: usize) -> Result<String, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn str(&self, index: usize) -> Result<&str, sqlx::Error> {
         self.try_get(index)
     }
 
@@ -350,6 +374,12 @@ impl Store for PgStore {
             .map_err(map_error)
     }
 
+    async fn groups(&self) -> StoreResult<Vec<Principal>> {
+        read::groups(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
     async fn credentials_of(&self, principal: Uuid) -> StoreResult<Vec<CredentialRecord>> {
         read::credentials_of(&mut *self.reader().await?, principal)
             .await
@@ -370,6 +400,15 @@ impl Store for PgStore {
 
     async fn assignments(&self, query: &AssignmentQuery) -> StoreResult<Vec<RoleAssignment>> {
         read::assignments(&mut *self.reader().await?, query)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn scan_assignment_keys(
+        &self,
+        each: &mut (dyn for<'k> FnMut(&'k AssignmentKey) + Send),
+    ) -> StoreResult<u64> {
+        read::scan_assignment_keys(&mut *self.reader().await?, each)
             .await
             .map_err(map_error)
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
 use sqlx::error::DatabaseError;
 use sqlx::pool::PoolConnection;
@@ -24,9 +25,9 @@ use uuid::Uuid;
 use crate::sql::migrate::{self, Migration};
 use crate::sql::{self, read, write, Conn, SqlRow, Statement, Value};
 use crate::{
-    ActivityRecord, AssignmentQuery, Batch, CredentialRecord, DocumentQuery, DocumentRecord,
-    FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord, Store,
-    StoreError, StoreResult,
+    ActivityRecord, AssignmentKey, AssignmentQuery, Batch, CredentialRecord, DocumentQuery,
+    DocumentRecord, FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord,
+    SignInRecord, Store, StoreError, StoreResult,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -45,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "the commit feed",
         sql: include_str!("../migrations/sqlite/0003_feed.sql"),
     },
+    Migration {
+        version: 4,
+        description: "the kind of each principal",
+        sql: include_str!("../migrations/sqlite/0004_principal_kind.sql"),
+    },
 ];
 
 /// How long a statement waits for another process's lock on the file.
@@ -52,6 +58,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for the writer or a reader connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 const READERS: u32 = 4;
+/// Rows a reader's worker thread may run ahead of the task reading them: enough that a long
+/// scan (the authorization index at start) rarely hands rows over one wake-up at a time.
+const ROW_BUFFER: usize = 1024;
 
 // Primary result codes (the low byte of SQLite's extended codes).
 const SQLITE_BUSY: i64 = 5;
@@ -109,7 +118,12 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
+            .connect_with(
+                options
+                    .create_if_missing(false)
+                    .pragma("query_only", "ON")
+                    .row_buffer_size(ROW_BUFFER),
+            )
             .await
             .map_err(|e| open_error(path, e))?;
 
@@ -262,6 +276,20 @@ impl Conn for SqliteConnection {
         query(statement).fetch_all(self).await
     }
 
+    async fn fetch_each(
+        &mut self,
+        statement: &Statement,
+        each: &mut (dyn for<'r> FnMut(&'r SqliteRow) -> Result<(), sql::Error> + Send),
+    ) -> Result<u64, sql::Error> {
+        let mut rows = query(statement).fetch(&mut *self);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            each(&row)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     async fn execute_script(&mut self, script: &str) -> Result<(), sqlx::Error> {
         // Without binds the driver runs every statement of the script (PostgreSQL: the
         // simple query protocol).
@@ -271,6 +299,10 @@ impl Conn for SqliteConnection {
 
 impl SqlRow for SqliteRow {
     fn text(&self, index: usize) -> Result<String, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn str(&self, index: usize) -> Result<&str, sqlx::Error> {
         self.try_get(index)
     }
 
@@ -350,6 +382,12 @@ impl Store for SqliteStore {
             .map_err(map_error)
     }
 
+    async fn groups(&self) -> StoreResult<Vec<Principal>> {
+        read::groups(&mut *self.reader().await?)
+            .await
+            .map_err(map_error)
+    }
+
     async fn credentials_of(&self, principal: Uuid) -> StoreResult<Vec<CredentialRecord>> {
         read::credentials_of(&mut *self.reader().await?, principal)
             .await
@@ -370,6 +408,15 @@ impl Store for SqliteStore {
 
     async fn assignments(&self, query: &AssignmentQuery) -> StoreResult<Vec<RoleAssignment>> {
         read::assignments(&mut *self.reader().await?, query)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn scan_assignment_keys(
+        &self,
+        each: &mut (dyn for<'k> FnMut(&'k AssignmentKey) + Send),
+    ) -> StoreResult<u64> {
+        read::scan_assignment_keys(&mut *self.reader().await?, each)
             .await
             .map_err(map_error)
     }
@@ -473,7 +520,7 @@ mod tests {
             .fetch_all(&store.writer)
             .await
             .unwrap();
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
     }
 
     #[tokio::test]

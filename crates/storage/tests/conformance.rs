@@ -17,7 +17,7 @@ use lanyard_domain::{
     RoleDefinition, RoleType, ServicePrincipalSource, Subscription, SubscriptionState, Tenant,
 };
 use lanyard_storage::{
-    ActivityRecord, AssignmentQuery, Batch, Change, CredentialRecord, DocumentQuery,
+    ActivityRecord, AssignmentKey, AssignmentQuery, Batch, Change, CredentialRecord, DocumentQuery,
     DocumentRecord, Expect, FeedChange, FeedHead, KeyRecord, LogQuery, ResourceQuery,
     ResourceRecord, SignInRecord, Store, StoreError,
 };
@@ -97,6 +97,9 @@ conformance!(
     delete_assignments_within_deletes_at_and_below,
     assignment_queries_by_scope_principal_and_role,
     assignment_paging_visits_every_item_exactly_once,
+    assignment_key_scan_returns_exactly_the_full_listing,
+    groups_are_exactly_the_group_principals_with_their_members,
+    principal_kinds_are_backfilled_on_an_older_schema,
     duplicate_assignment_conflicts_and_writes_nothing,
     concurrent_duplicate_assignments_let_exactly_one_through,
     failed_expectations_roll_back_the_batch,
@@ -1024,6 +1027,149 @@ async fn assignment_paging_visits_every_item_exactly_once(t: &Target) {
         seen.extend(ids_of(&page));
     }
     assert_eq!(seen, sorted(ids_of(&all)));
+}
+
+async fn assignment_key_scan_returns_exactly_the_full_listing(t: &Target) {
+    let store = t.open().await;
+    let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
+    // Many assignments sharing few scopes, scopes written in mixed case, the root scope,
+    // and more distinct scopes than one would guess.
+    let mut all: Vec<RoleAssignment> = (0..40)
+        .map(|i| {
+            let holder = if i < 7 { p } else { Uuid::new_v4() };
+            assignment(&vm("Rg-Mixed", &format!("VM{}", i % 7)), READER, holder)
+        })
+        .collect();
+    all.extend((0..25).map(|i| assignment(&rg(&format!("rg{i}")), OWNER, q)));
+    all.push(assignment(&ResourceId::root(), OWNER, p));
+    all.push(assignment(
+        &rid(&format!("/subscriptions/{SUB}")),
+        READER,
+        q,
+    ));
+    put_assignments(store.as_ref(), &all).await;
+
+    // A replaced assignment (same id, another scope and role) and a deleted one.
+    let mut moved = all[3].clone();
+    moved.scope = rg("elsewhere");
+    moved.role_definition_id = OWNER;
+    let gone = all[4].id;
+    store
+        .commit(
+            Batch::new()
+                .with(Change::PutAssignment(moved.clone()))
+                .with(Change::DeleteAssignment(gone)),
+        )
+        .await
+        .unwrap();
+
+    let mut scanned = Vec::new();
+    let count = store
+        .scan_assignment_keys(&mut |k| scanned.push(k.clone()))
+        .await
+        .unwrap();
+    scanned.sort_by_key(|k| k.id);
+    let full: Vec<AssignmentKey> = store
+        .assignments(&AssignmentQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(AssignmentKey::from)
+        .collect();
+    assert_eq!(count, full.len() as u64);
+    assert_eq!(full.len(), all.len() - 1);
+    assert_eq!(scanned, full);
+    // Scopes come back as written, not as their lower-cased keys.
+    let key = scanned.iter().find(|k| k.id == all[0].id).unwrap();
+    assert_eq!(key.scope.as_str(), all[0].scope.as_str());
+    assert!(key.scope.as_str().contains("Rg-Mixed"));
+    let key = scanned.iter().find(|k| k.id == moved.id).unwrap();
+    assert_eq!((&key.scope, key.role_definition_id), (&moved.scope, OWNER));
+    assert!(scanned.iter().all(|k| k.id != gone));
+}
+
+async fn groups_are_exactly_the_group_principals_with_their_members(t: &Target) {
+    let store = t.open().await;
+    let alice = user("alice");
+    let identity = managed_identity(&vm("rg", "vm1"));
+    let inner = group("inner", vec![alice.object_id, identity.object_id]);
+    let outer = group("outer", vec![inner.object_id]);
+    let empty = group("empty", Vec::new());
+    let mut batch = Batch::new();
+    for p in [&alice, &identity, &inner, &outer, &empty] {
+        batch.push(Change::PutPrincipal(p.clone()));
+    }
+    store.commit(batch).await.unwrap();
+
+    let mut expected = vec![inner.clone(), outer.clone(), empty.clone()];
+    expected.sort_by_key(|p| p.object_id);
+    assert_eq!(store.groups().await.unwrap(), expected);
+    let from_all: Vec<Principal> = store
+        .principals()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| matches!(p.kind, PrincipalKind::Group { .. }))
+        .collect();
+    assert_eq!(store.groups().await.unwrap(), from_all);
+
+    // A principal that changes kind moves in or out of the groups; deleted groups go.
+    let alice_group = Principal {
+        kind: PrincipalKind::Group {
+            members: vec![identity.object_id],
+        },
+        ..alice.clone()
+    };
+    let inner_user = Principal {
+        kind: PrincipalKind::User,
+        ..inner.clone()
+    };
+    store
+        .commit(
+            Batch::new()
+                .with(Change::PutPrincipal(alice_group.clone()))
+                .with(Change::PutPrincipal(inner_user))
+                .with(Change::DeletePrincipal(empty.object_id)),
+        )
+        .await
+        .unwrap();
+    let mut expected = vec![alice_group, outer];
+    expected.sort_by_key(|p| p.object_id);
+    assert_eq!(store.groups().await.unwrap(), expected);
+}
+
+async fn principal_kinds_are_backfilled_on_an_older_schema(t: &Target) {
+    let store = t.open().await;
+    let members = vec![Uuid::new_v4(), Uuid::new_v4()];
+    let admins = group("admins", members);
+    let alice = user("alice");
+    let identity = managed_identity(&vm("rg", "vm1"));
+    let mut batch = Batch::new();
+    for p in [&admins, &alice, &identity] {
+        batch.push(Change::PutPrincipal(p.clone()));
+    }
+    store.commit(batch).await.unwrap();
+    drop(store);
+
+    // Back to the schema before principals had a kind column: the rows hold only bodies.
+    t.raw_execute("DROP INDEX principals_by_kind").await;
+    t.raw_execute("ALTER TABLE principals DROP COLUMN kind")
+        .await;
+    t.raw_execute("DELETE FROM schema_migrations WHERE version = 4")
+        .await;
+
+    let reopened = t.open().await;
+    assert_eq!(reopened.groups().await.unwrap(), vec![admins.clone()]);
+    assert_eq!(reopened.principals().await.unwrap().len(), 3);
+    // Writes after the migration keep the column in step.
+    let team = group("team", vec![alice.object_id]);
+    reopened
+        .commit(Batch::new().with(Change::PutPrincipal(team.clone())))
+        .await
+        .unwrap();
+    let mut expected = vec![admins, team];
+    expected.sort_by_key(|p| p.object_id);
+    assert_eq!(reopened.groups().await.unwrap(), expected);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -32,6 +32,13 @@ pub(crate) trait Conn: Send {
     /// Runs a statement and returns how many rows it touched.
     async fn execute(&mut self, statement: &Statement) -> Result<u64, sqlx::Error>;
     async fn fetch(&mut self, statement: &Statement) -> Result<Vec<Self::Row>, sqlx::Error>;
+    /// Runs a query and hands each row to `each` as it arrives, never holding them all;
+    /// stops at the first error `each` returns. Returns how many rows it handed over.
+    async fn fetch_each(
+        &mut self,
+        statement: &Statement,
+        each: &mut (dyn for<'r> FnMut(&'r Self::Row) -> Result<(), Error> + Send),
+    ) -> Result<u64, Error>;
     /// Runs a script of several statements without binds (migrations).
     async fn execute_script(&mut self, script: &str) -> Result<(), sqlx::Error>;
 }
@@ -39,6 +46,8 @@ pub(crate) trait Conn: Send {
 /// Typed access to a column of a result row, by position.
 pub(crate) trait SqlRow: Send {
     fn text(&self, index: usize) -> Result<String, sqlx::Error>;
+    /// The text of a column, borrowed from the row.
+    fn str(&self, index: usize) -> Result<&str, sqlx::Error>;
     fn int(&self, index: usize) -> Result<i64, sqlx::Error>;
 }
 

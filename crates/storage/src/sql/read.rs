@@ -1,12 +1,15 @@
 //! Every read of the [`Store`](crate::Store) trait, once for both backends.
 
 use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::{from_json, from_nanos, parse_resource_id, parse_uuid, Conn, Error, SqlRow, Statement};
 use crate::{
-    ActivityRecord, AssignmentQuery, CredentialRecord, DocumentQuery, DocumentRecord, FeedEntry,
-    FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord, SignInRecord, StoreError,
+    ActivityRecord, AssignmentKey, AssignmentQuery, CredentialRecord, DocumentQuery,
+    DocumentRecord, FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord,
+    SignInRecord, StoreError,
 };
 
 const RESOURCE_COLUMNS: &str =
@@ -121,6 +124,13 @@ pub(crate) async fn principals<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<Princi
     json_rows(c, "principal", &statement).await
 }
 
+pub(crate) async fn groups<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<Principal>, Error> {
+    let statement =
+        Statement::new("SELECT body FROM principals WHERE kind = $1 ORDER BY object_id")
+            .bind("Group");
+    json_rows(c, "principal", &statement).await
+}
+
 pub(crate) async fn credentials_of<C: Conn + ?Sized>(
     c: &mut C,
     principal: Uuid,
@@ -193,6 +203,48 @@ pub(crate) async fn assignments<C: Conn + ?Sized>(
     }
     statement.push(" ORDER BY id").limit(query.limit);
     json_rows(c, "role assignment", &statement).await
+}
+
+/// Distinct scopes parsed once per scan are kept up to this many (most assignments share a
+/// few scopes; a scan over as many scopes as assignments must not hold them all).
+const SCOPE_CACHE: usize = 4096;
+
+pub(crate) async fn scan_assignment_keys<C: Conn + ?Sized>(
+    c: &mut C,
+    each: &mut (dyn for<'k> FnMut(&'k AssignmentKey) + Send),
+) -> Result<u64, Error> {
+    // No ORDER BY: the table is read in storage order (a sequential scan), not through the
+    // id index, which would visit the rows in random order.
+    let statement =
+        Statement::new("SELECT id, scope, role_definition_id, principal_id FROM role_assignments");
+    // Each scope is parsed once and lent to `each` from here: no copy per row.
+    let mut scopes: HashMap<String, ResourceId> = HashMap::new();
+    let mut key = AssignmentKey {
+        id: Uuid::nil(),
+        scope: ResourceId::root(),
+        role_definition_id: Uuid::nil(),
+        principal_id: Uuid::nil(),
+    };
+    c.fetch_each(&statement, &mut |row| {
+        key.id = parse_uuid("role assignment", row.str(0)?)?;
+        key.role_definition_id = parse_uuid("role assignment", row.str(2)?)?;
+        key.principal_id = parse_uuid("role assignment", row.str(3)?)?;
+        let text = row.str(1)?;
+        if !scopes.contains_key(text) {
+            let parsed = parse_resource_id(&format!("role assignment `{}`", key.id), text)?;
+            if scopes.len() >= SCOPE_CACHE {
+                scopes.clear();
+            }
+            scopes.insert(text.to_string(), parsed);
+        }
+        if let Some(scope) = scopes.get_mut(text) {
+            std::mem::swap(&mut key.scope, scope);
+            each(&key);
+            std::mem::swap(&mut key.scope, scope);
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub(crate) async fn revocations<C: Conn + ?Sized>(c: &mut C) -> Result<Vec<(Uuid, i64)>, Error> {

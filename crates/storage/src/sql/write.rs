@@ -8,7 +8,7 @@
 //! holds it until commit, so numbers are given in commit order, without gaps (see
 //! `migrations/*/0003_feed.sql`).
 
-use lanyard_domain::{Principal, ResourceId, RoleAssignment};
+use lanyard_domain::{Principal, PrincipalKind, ResourceId, RoleAssignment};
 
 use super::{to_json, to_nanos, Conn, Error, SqlRow, Statement};
 use crate::{Batch, Change, Expect, FeedChange, ResourceRecord, StoreError};
@@ -338,6 +338,15 @@ fn put_resource(record: &ResourceRecord) -> Result<Statement, Error> {
     .bind(to_nanos(record.updated_at)?))
 }
 
+/// The `kind` column: the `type` tag `PrincipalKind` serializes with.
+pub(crate) fn kind_name(kind: &PrincipalKind) -> &'static str {
+    match kind {
+        PrincipalKind::User => "User",
+        PrincipalKind::Group { .. } => "Group",
+        PrincipalKind::ServicePrincipal { .. } => "ServicePrincipal",
+    }
+}
+
 async fn put_principal<C: Conn + ?Sized>(
     c: &mut C,
     principal: &Principal,
@@ -355,11 +364,13 @@ async fn put_principal<C: Conn + ?Sized>(
         }
     }
     Ok(Statement::new(
-        "INSERT INTO principals (object_id, client_id, body) VALUES ($1, $2, $3) \
-         ON CONFLICT (object_id) DO UPDATE SET client_id = excluded.client_id, body = excluded.body",
+        "INSERT INTO principals (object_id, client_id, kind, body) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (object_id) DO UPDATE SET client_id = excluded.client_id, \
+         kind = excluded.kind, body = excluded.body",
     )
     .bind(principal.object_id)
     .bind(client_id)
+    .bind(kind_name(&principal.kind))
     .bind(to_json("principal", principal)?))
 }
 
