@@ -24,7 +24,7 @@ struct PatternSet {
 
 /// The first segment of an action (all of it when it has no `/`).
 #[inline]
-fn namespace_of(action: &str) -> &str {
+pub(crate) fn namespace_of(action: &str) -> &str {
     action.split('/').next().unwrap_or(action)
 }
 
@@ -64,8 +64,15 @@ impl PatternSet {
 
     /// The first pattern, in definition order, that matches `action`.
     #[inline]
+    #[cfg(test)]
     fn find(&self, action: &str) -> Option<&ActionPattern> {
-        let ns = namespace_of(action).as_bytes();
+        self.find_in(action, namespace_of(action))
+    }
+
+    /// [`Self::find`] given `ns`, the action's [`namespace_of`] (computed once per request).
+    #[inline]
+    fn find_in(&self, action: &str, ns: &str) -> Option<&ActionPattern> {
+        let ns = ns.as_bytes();
         let mut best = self
             .by_namespace
             .iter()
@@ -164,10 +171,21 @@ impl CompiledRole {
     /// (allowed − excluded), each block subtracting only its own exclusions.
     #[inline]
     pub(crate) fn grants(&self, action: &str, kind: ActionKind) -> Option<&ActionPattern> {
+        self.grants_in(action, namespace_of(action), kind)
+    }
+
+    /// [`Self::grants`] given the action's [`namespace_of`].
+    #[inline]
+    pub(crate) fn grants_in(
+        &self,
+        action: &str,
+        ns: &str,
+        kind: ActionKind,
+    ) -> Option<&ActionPattern> {
         self.blocks.iter().find_map(|b| {
             let (allow, deny) = b.lists(kind);
-            let granted = allow.find(action)?;
-            if deny.find(action).is_some() {
+            let granted = allow.find_in(action, ns)?;
+            if deny.find_in(action, ns).is_some() {
                 None
             } else {
                 Some(granted)
@@ -175,14 +193,20 @@ impl CompiledRole {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn verdict(&self, action: &str, kind: ActionKind) -> RoleVerdict<'_> {
-        if self.grants(action, kind).is_some() {
+        self.verdict_in(action, namespace_of(action), kind)
+    }
+
+    /// Why the role does or does not grant `action` (`ns` is its [`namespace_of`]).
+    pub(crate) fn verdict_in(&self, action: &str, ns: &str, kind: ActionKind) -> RoleVerdict<'_> {
+        if self.grants_in(action, ns, kind).is_some() {
             return RoleVerdict::Granted;
         }
         for b in self.blocks.iter() {
             let (allow, deny) = b.lists(kind);
-            if let Some(granted_by) = allow.find(action) {
-                if let Some(excluded_by) = deny.find(action) {
+            if let Some(granted_by) = allow.find_in(action, ns) {
+                if let Some(excluded_by) = deny.find_in(action, ns) {
                     return RoleVerdict::Excluded {
                         granted_by,
                         excluded_by,
@@ -195,7 +219,7 @@ impl CompiledRole {
             ActionKind::Data => ActionKind::Control,
         };
         RoleVerdict::NotGranted {
-            other_kind: self.grants(action, other),
+            other_kind: self.grants_in(action, ns, other),
         }
     }
 
