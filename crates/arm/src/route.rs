@@ -49,6 +49,16 @@ pub enum Route {
     /// `/subscriptions/{s}[/resourceGroups/{rg}]/resources`: every top-level resource of a
     /// subscription or a group, whatever its type.
     GenericResources(ResourceId),
+    /// `/subscriptions/{s}/providers/Microsoft.KeyVault/deletedVaults`.
+    DeletedVaults(String),
+    /// `/subscriptions/{s}/providers/Microsoft.KeyVault/locations/{loc}/deletedVaults/{name}`,
+    /// and with `purge` its `/purge` action.
+    DeletedVault {
+        subscription: String,
+        location: String,
+        name: String,
+        purge: bool,
+    },
 }
 
 /// Why a path names no endpoint.
@@ -163,6 +173,27 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
     if rest.is_empty() {
         return Err(not_found());
     }
+    if eq(namespace, "Microsoft.KeyVault") && scope.level() == ScopeLevel::Subscription {
+        let subscription = scope.subscription_id().unwrap_or_default().to_string();
+        let deleted = |location: &str, name: &str, purge: bool| Route::DeletedVault {
+            subscription: subscription.clone(),
+            location: (*location).to_string(),
+            name: (*name).to_string(),
+            purge,
+        };
+        match rest {
+            [t] if eq(t, "deletedVaults") => return Ok(Route::DeletedVaults(subscription)),
+            [l, loc, d, name] if eq(l, "locations") && eq(d, "deletedVaults") => {
+                return Ok(deleted(loc, name, false))
+            }
+            [l, loc, d, name, p]
+                if eq(l, "locations") && eq(d, "deletedVaults") && eq(p, "purge") =>
+            {
+                return Ok(deleted(loc, name, true))
+            }
+            _ => {}
+        }
+    }
     match scope.level() {
         ScopeLevel::Subscription => match rest {
             [t] => Ok(Route::Collection {
@@ -223,6 +254,35 @@ mod tests {
 
     fn id(s: &str) -> ResourceId {
         ResourceId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn deleted_vault_paths() {
+        let base = "/subscriptions/s1/providers/microsoft.keyvault";
+        assert_eq!(
+            parse(&format!("{base}/deletedvaults")),
+            Ok(Route::DeletedVaults("s1".into()))
+        );
+        let one = |purge| Route::DeletedVault {
+            subscription: "s1".into(),
+            location: "westus".into(),
+            name: "kv1".into(),
+            purge,
+        };
+        assert_eq!(
+            parse(&format!("{base}/locations/westus/deletedVaults/kv1")),
+            Ok(one(false))
+        );
+        assert_eq!(
+            parse(&format!("{base}/Locations/westus/deletedVaults/kv1/Purge")),
+            Ok(one(true))
+        );
+        assert!(parse(&format!("{base}/locations/westus/deletedVaults/kv1/other")).is_err());
+        // Vaults are still a collection at subscription scope.
+        assert!(matches!(
+            parse(&format!("{base}/vaults")),
+            Ok(Route::Collection { .. })
+        ));
     }
 
     #[test]

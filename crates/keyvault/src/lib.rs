@@ -5,6 +5,9 @@
 //! - [`vault`]: the `Microsoft.KeyVault/vaults` resource for the control plane (PUT, PATCH,
 //!   access policy operations, the protections that cannot be turned off) and the settings
 //!   the data plane reads from it. Pure.
+//! - [`deleted`]: soft-deleted vaults: the record a vault deletion keeps, its expiry, the
+//!   name it reserves, recovery (`createMode: recover`) and purge (refused under purge
+//!   protection). Pure.
 //! - [`names`]: secret names, versions and vault names. Pure.
 //! - [`route`]: which secret operation a method and path name. Pure.
 //! - [`wire`]: request bodies and the answers' shapes (bundles, items, pages). Pure.
@@ -30,6 +33,7 @@
 pub mod authorize;
 pub mod backup;
 pub mod challenge;
+pub mod deleted;
 pub mod errors;
 pub mod http;
 pub mod names;

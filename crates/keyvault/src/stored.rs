@@ -1,6 +1,6 @@
 //! What the data plane keeps in the store, and where. Pure.
 //!
-//! Two document collections:
+//! Three document collections:
 //! - [`VAULTS`], key `{vault id, lower-cased}`: a [`VaultDoc`], the vault's data-plane
 //!   instance and its data key wrapped by the KEK. It is created on the vault's first
 //!   data-plane request and replaced (with everything under the old instance) when the
@@ -15,6 +15,9 @@
 //!   - `versions/{name}/{version}`: every version ([`VersionDoc`]), with its sealed value;
 //!   - `deleted/{name}`: a deleted secret ([`DeletedDoc`]); its versions stay where they are
 //!     until it is recovered or purged.
+//! - [`crate::deleted::DELETED_VAULTS`], key `{vault name, lower-cased}`: a soft-deleted
+//!   vault ([`crate::deleted::DeletedVaultDoc`]). While it exists the vault's other
+//!   documents stay; purging it forgets them ([`forget_scope`]).
 //!
 //! Names in keys are lower-cased (secret names are case-insensitive) and contain no `/`, so
 //! every prefix below ends with `/` and is a clean key range. Keys start with the vault's
@@ -25,7 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use lanyard_domain::ResourceId;
-use lanyard_storage::{Change, ResourceRecord};
+use lanyard_storage::Change;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{SecretName, SecretVersion};
@@ -230,15 +233,6 @@ pub fn forget_scope(scope: &ResourceId) -> Vec<Change> {
     ]
 }
 
-/// [`forget_scope`] for every vault among `removed` (resources a control-plane batch deletes).
-pub fn removal(removed: &[ResourceRecord]) -> Vec<Change> {
-    removed
-        .iter()
-        .filter(|r| r.id.is_type(crate::vault::VAULT_TYPE))
-        .flat_map(|r| forget_scope(&r.id))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,24 +260,6 @@ mod tests {
         assert!(changes.iter().any(|c| matches!(c,
             Change::DeleteDocumentsWithPrefix { collection, prefix }
                 if collection == SECRETS && l.live(&a).starts_with(prefix.as_str()))));
-    }
-
-    #[test]
-    fn removal_reaches_only_vaults() {
-        let record = |id: &str| ResourceRecord {
-            id: ResourceId::parse(id).unwrap(),
-            resource_type: String::new(),
-            body: serde_json::Value::Null,
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            updated_at: time::OffsetDateTime::UNIX_EPOCH,
-        };
-        let vault =
-            record("/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1");
-        let vm = record(
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
-        );
-        assert_eq!(removal(std::slice::from_ref(&vm)), vec![]);
-        assert_eq!(removal(&[vm, vault.clone()]), forget_scope(&vault.id));
     }
 
     #[test]

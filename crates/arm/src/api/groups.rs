@@ -117,6 +117,7 @@ pub async fn delete(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response,
                 .filter(|r| !r.id.is_within(&group.id) && references_any(r, &gone))
                 .collect()
         };
+        let (kept_expect, kept) = super::vaults::soft_delete(arm, &resources).await?;
         let mut plan = arm.with_context(call, |ctx| {
             plan::groups::delete(
                 ctx,
@@ -133,9 +134,9 @@ pub async fn delete(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response,
         plan.batch
             .changes
             .extend(lanyard_blob::account::removal(&resources));
-        plan.batch
-            .changes
-            .extend(lanyard_keyvault::stored::removal(&resources));
+        // Vaults are soft-deleted: their documents stay, a deleted-vault record is kept.
+        plan.batch.expect.extend(kept_expect);
+        plan.batch.changes.extend(kept);
         if let Some(r) = arm.commit(plan, &mut attempt).await? {
             if lanyard_blob::account::removes_accounts(&resources) {
                 lanyard_blob::account::sweep_accounts(arm.state());

@@ -5,7 +5,7 @@
 //! - [`groups`]: resource groups.
 //! - [`resources`]: resources that hold identities, and the system identity of any scope.
 //! - [`identities`]: user-assigned identities and federated credentials.
-//! - [`vaults`]: Key Vault vaults and their access policy operations.
+//! - [`vaults`]: Key Vault vaults, their access policy operations, and soft-deleted vaults.
 //! - [`roles`]: role definitions.
 //! - [`assignments`]: role assignments.
 //! - [`activity`]: the activity log in Azure Monitor's shape.
@@ -98,6 +98,22 @@ pub(crate) fn write_operation(route: &Route, method: &Method) -> Option<(String,
             format!("Microsoft.Authorization/roleAssignments/{verb}"),
             scope.with_provider("Microsoft.Authorization", "roleAssignments", name),
         )),
+        (
+            Route::DeletedVault {
+                subscription,
+                location,
+                name,
+                purge: true,
+            },
+            "action",
+        ) => Some((
+            lanyard_keyvault::deleted::PURGE_ACTION.to_string(),
+            lanyard_keyvault::deleted::deleted_vault_id(
+                subscription,
+                &lanyard_keyvault::deleted::normalize_location(location),
+                name,
+            ),
+        )),
         (Route::RoleDefinition { scope, name }, "write" | "delete") => Some((
             format!("Microsoft.Authorization/roleDefinitions/{verb}"),
             scope.with_provider("Microsoft.Authorization", "roleDefinitions", name),
@@ -189,6 +205,21 @@ async fn serve(arm: &Arm, call: &Call, route: Route) -> Result<Response, ApiErro
             resources::system_identity(arm, call, &scope).await
         }
         Route::ActivityLog(scope) if m == Method::GET => activity::list(arm, call, &scope).await,
+        Route::DeletedVaults(s) if m == Method::GET => vaults::list_deleted(arm, call, &s).await,
+        Route::DeletedVault {
+            subscription,
+            location,
+            name,
+            purge,
+        } => match (purge, m.clone()) {
+            (false, Method::GET) => {
+                vaults::get_deleted(arm, call, &subscription, &location, &name).await
+            }
+            (true, Method::POST) => {
+                vaults::purge_deleted(arm, call, &subscription, &location, &name).await
+            }
+            _ => Err(not_allowed(call)),
+        },
         Route::GenericResources(scope) if m == Method::GET => {
             resources::list_generic(arm, call, &scope).await
         }
@@ -199,7 +230,8 @@ async fn serve(arm: &Arm, call: &Call, route: Route) -> Result<Response, ApiErro
 fn route_subscription(route: &Route) -> Option<String> {
     let from = |id: &ResourceId| id.subscription_id().map(str::to_string);
     match route {
-        Route::Subscription(s) | Route::Groups(s) => Some(s.clone()),
+        Route::Subscription(s) | Route::Groups(s) | Route::DeletedVaults(s) => Some(s.clone()),
+        Route::DeletedVault { subscription, .. } => Some(subscription.clone()),
         Route::Group(id)
         | Route::GenericResources(id)
         | Route::Resource(id)
@@ -563,6 +595,17 @@ mod tests {
             .unwrap()
             .0,
             "Microsoft.Authorization/roleDefinitions/delete"
+        );
+        assert_eq!(
+            op(
+                Method::POST,
+                "/subscriptions/s/providers/Microsoft.KeyVault/locations/West%20US/deletedVaults/kv1/purge"
+            ),
+            Some((
+                "Microsoft.KeyVault/locations/deletedVaults/purge/action".into(),
+                "/subscriptions/s/providers/Microsoft.KeyVault/locations/westus/deletedVaults/kv1"
+                    .into()
+            ))
         );
         // Reads are not writes.
         assert_eq!(op(Method::GET, &vm), None);

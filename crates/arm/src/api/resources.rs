@@ -305,6 +305,7 @@ pub async fn delete(
         } else {
             Vec::new()
         };
+        let (kept_expect, kept) = super::vaults::soft_delete(arm, removed).await?;
         let mut plan = arm.with_context(call, |ctx| {
             plan::removal::delete_resource(
                 ctx,
@@ -318,9 +319,9 @@ pub async fn delete(
         plan.batch
             .changes
             .extend(lanyard_blob::account::removal(removed));
-        plan.batch
-            .changes
-            .extend(lanyard_keyvault::stored::removal(removed));
+        // Vaults are soft-deleted: their documents stay, a deleted-vault record is kept.
+        plan.batch.expect.extend(kept_expect);
+        plan.batch.changes.extend(kept);
         if let Some(r) = arm.commit(plan, &mut attempt).await? {
             if lanyard_blob::account::removes_accounts(removed) {
                 lanyard_blob::account::sweep_accounts(arm.state());

@@ -7,22 +7,33 @@
 //!   are host names). Vaults hold no identities here: an `identity` block is ignored.
 //! - `PUT {vault}/accessPolicies/{add|replace|remove}`: the vault's access policies changed,
 //!   as a PATCH of the vault; the answer is the operation's own shape.
+//! - Soft delete (rules in `lanyard_keyvault::deleted`): deleting a vault, alone or with its
+//!   group, keeps a deleted-vault record in the same batch ([`soft_delete`]); a soft-deleted
+//!   name is refused to new vaults; `createMode: recover` restores the vault;
+//!   `GET .../deletedVaults`, `GET .../locations/{loc}/deletedVaults/{name}` and `POST
+//!   .../purge` read and purge the records. A record past its purge date is purged by the
+//!   first request that meets it.
 
 use std::collections::BTreeMap;
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use lanyard_domain::{ChangeMode, ResourceId};
+use lanyard_keyvault::deleted::{
+    self, CreateDecision, CreateMode, DeletedVaultDoc, DeletedVaultError, DELETED_VAULTS,
+};
 use lanyard_keyvault::vault::{self, AccessPolicyOperation, VaultContext, VaultRuleError};
 use lanyard_platform::ApiError;
-use lanyard_storage::{ResourceQuery, ResourceRecord};
+use lanyard_storage::{
+    Batch, Change, DocumentQuery, DocumentRecord, Expect, ResourceQuery, ResourceRecord, StoreError,
+};
 use serde_json::{json, Value};
 
 use crate::errors::ArmError;
 use crate::kinds::{self, Kind};
 use crate::plan::resources::ResourceView;
 use crate::request::Call;
-use crate::{plan, Arm};
+use crate::{plan, shape, Arm};
 
 fn refused(e: VaultRuleError) -> ApiError {
     ApiError::arm(
@@ -30,6 +41,76 @@ fn refused(e: VaultRuleError) -> ApiError {
         e.code(),
         e.to_string(),
     )
+}
+
+fn refused_deleted(e: DeletedVaultError) -> ApiError {
+    ApiError::arm(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        e.code(),
+        e.to_string(),
+    )
+}
+
+/// Purges an expired record in its own commit; a concurrent change (someone else purged,
+/// recovered or replaced it) is fine.
+async fn purge_expired(arm: &Arm, stored: &DocumentRecord) -> Result<(), ApiError> {
+    let (expect, changes) = deleted::purge(stored);
+    let batch = Batch { expect, changes };
+    match arm.state().commit(batch).await {
+        Ok(()) => {
+            tracing::info!(vault = %stored.key, "expired deleted vault purged");
+            Ok(())
+        }
+        Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(ArmError::from(e).into()),
+    }
+}
+
+/// The unexpired deleted-vault record of `name`, if any (an expired one is purged).
+async fn live_deleted(
+    arm: &Arm,
+    name: &str,
+) -> Result<Option<(DocumentRecord, DeletedVaultDoc)>, ApiError> {
+    let stored = arm
+        .state()
+        .store
+        .document(DELETED_VAULTS, &deleted::key(name))
+        .await
+        .map_err(ArmError::from)?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let Some(doc) = DeletedVaultDoc::from_document(&stored) else {
+        return Ok(None);
+    };
+    if doc.expired(arm.state().clock.unix()) {
+        purge_expired(arm, &stored).await?;
+        return Ok(None);
+    }
+    Ok(Some((stored, doc)))
+}
+
+/// Expectations and changes that soft-delete the vaults among `removed`, for the batch that
+/// deletes them: their documents stay, a deleted-vault record is kept.
+pub(crate) async fn soft_delete(
+    arm: &Arm,
+    removed: &[ResourceRecord],
+) -> Result<(Vec<Expect>, Vec<Change>), ApiError> {
+    let mut previous = Vec::new();
+    for r in removed.iter().filter(|r| r.id.is_type(vault::VAULT_TYPE)) {
+        let stored = arm
+            .state()
+            .store
+            .document(DELETED_VAULTS, &deleted::key(r.id.name()))
+            .await
+            .map_err(ArmError::from)?;
+        previous.extend(stored);
+    }
+    Ok(deleted::soft_delete(
+        removed,
+        &previous,
+        arm.state().clock.now(),
+    ))
 }
 
 /// Another vault already named `id.name()` (in any group or subscription).
@@ -86,6 +167,10 @@ pub async fn write(
     } else {
         ChangeMode::Put
     };
+    let create_mode = match mode {
+        ChangeMode::Put => CreateMode::of(&request).map_err(refused_deleted)?,
+        ChangeMode::Patch => CreateMode::Default,
+    };
     let uri = format!(
         "{}/",
         arm.state()
@@ -105,7 +190,27 @@ pub async fn write(
             .resource(id)
             .await
             .map_err(ArmError::from)?;
-        if existing.is_none() && (kind.name.check)(id.name()) && name_taken(arm, id).await? {
+        let named = (kind.name.check)(id.name());
+        if named && (existing.is_none() || create_mode == CreateMode::Recover) {
+            let found = live_deleted(arm, id.name()).await?;
+            let decision = deleted::check_create(
+                id,
+                create_mode,
+                existing.is_some(),
+                found.as_ref().map(|(_, d)| d),
+            )
+            .map_err(refused_deleted)?;
+            if let (CreateDecision::Recover, Some((stored, doc))) = (decision, found) {
+                if name_taken(arm, id).await? {
+                    return Err(refused(VaultRuleError::NameInUse(id.name().to_string())));
+                }
+                if let Some(r) = recover(arm, call, &group, &stored, &doc, &mut attempt).await? {
+                    return Ok(r);
+                }
+                continue;
+            }
+        }
+        if existing.is_none() && named && name_taken(arm, id).await? {
             return Err(refused(VaultRuleError::NameInUse(id.name().to_string())));
         }
         let request = match (mode, &existing) {
@@ -183,6 +288,152 @@ pub async fn access_policy(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Re
         ));
         if let Some(r) = arm.commit(plan, &mut attempt).await? {
             return Ok(r);
+        }
+    }
+}
+
+/// Restores the deleted vault `doc` (stored as `stored`) in `group`: the resource as it was,
+/// in one batch with the record's removal and the activity-log entry of a vault write.
+/// `Ok(None)`: something changed meanwhile, load and plan again.
+async fn recover(
+    arm: &Arm,
+    call: &Call,
+    group: &ResourceRecord,
+    stored: &DocumentRecord,
+    doc: &DeletedVaultDoc,
+    attempt: &mut u32,
+) -> Result<Option<Response>, ApiError> {
+    if plan::is_deleting(group) {
+        return Err(ArmError::ResourceGroupBeingDeleted(group.id.name().to_string()).into());
+    }
+    let now = arm.state().clock.now();
+    let (record, expect, changes) = deleted::recover(stored, doc, now).ok_or_else(|| {
+        ApiError::internal(
+            lanyard_platform::Dialect::Arm,
+            &format!("the deleted-vault record `{}` is unreadable", stored.key),
+        )
+    })?;
+    let mut batch = Batch { expect, changes };
+    batch.expect.push(Expect::ResourceUnchanged(
+        group.id.clone(),
+        group.updated_at,
+    ));
+    let body = record.body.clone();
+    let id = record.id.clone();
+    batch.push(Change::PutResource(record));
+    batch.push(arm.with_context(call, |ctx| {
+        ctx.activity(&format!("{}/write", vault::VAULT_TYPE), &id, 200, None)
+    }));
+    Ok(arm
+        .commit_batch(batch, attempt)
+        .await?
+        .then(|| super::json(200, Some(&body))))
+}
+
+/// `GET /subscriptions/{s}/providers/Microsoft.KeyVault/deletedVaults`: the subscription's
+/// deleted vaults (expired ones are purged on the way).
+pub async fn list_deleted(
+    arm: &Arm,
+    call: &Call,
+    subscription: &str,
+) -> Result<Response, ApiError> {
+    const PAGE: u32 = 1000;
+    arm.authorize(
+        call,
+        deleted::READ_ACTION,
+        &ResourceId::subscription(subscription),
+    )
+    .await?;
+    let now = arm.state().clock.unix();
+    let mut values = Vec::new();
+    let mut after = None;
+    loop {
+        let page = arm
+            .state()
+            .store
+            .documents(&DocumentQuery {
+                collection: DELETED_VAULTS.into(),
+                prefix: None,
+                after: after.clone(),
+                limit: Some(PAGE),
+            })
+            .await
+            .map_err(ArmError::from)?;
+        let full = page.len() == PAGE as usize;
+        after = page.last().map(|d| d.key.clone());
+        for stored in page {
+            let Some(doc) = DeletedVaultDoc::from_document(&stored) else {
+                continue;
+            };
+            if doc.expired(now) {
+                purge_expired(arm, &stored).await?;
+                continue;
+            }
+            if doc.subscription().eq_ignore_ascii_case(subscription) {
+                values.push(deleted::shape(&doc));
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(super::json(200, Some(&shape::page(values, None))))
+}
+
+/// The deleted vault `name` in `location` of `subscription`, or 404 `DeletedVaultNotFound`.
+async fn find_deleted(
+    arm: &Arm,
+    subscription: &str,
+    location: &str,
+    name: &str,
+) -> Result<(DocumentRecord, DeletedVaultDoc), ApiError> {
+    live_deleted(arm, name)
+        .await?
+        .filter(|(_, d)| d.is(subscription, location, name))
+        .ok_or_else(|| {
+            refused_deleted(DeletedVaultError::NotFound {
+                name: name.to_string(),
+                location: location.to_string(),
+            })
+        })
+}
+
+/// `GET .../locations/{location}/deletedVaults/{name}`.
+pub async fn get_deleted(
+    arm: &Arm,
+    call: &Call,
+    subscription: &str,
+    location: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let scope = deleted::deleted_vault_id(subscription, location, name);
+    arm.authorize(call, deleted::READ_ACTION, &scope).await?;
+    let (_, doc) = find_deleted(arm, subscription, location, name).await?;
+    Ok(super::json(200, Some(&deleted::shape(&doc))))
+}
+
+/// `POST .../locations/{location}/deletedVaults/{name}/purge`: 202, and the vault is gone
+/// for good (record, documents, data key), unless purge protection is on.
+pub async fn purge_deleted(
+    arm: &Arm,
+    call: &Call,
+    subscription: &str,
+    location: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let scope = deleted::deleted_vault_id(subscription, location, name);
+    arm.authorize(call, deleted::PURGE_ACTION, &scope).await?;
+    let mut attempt = 0;
+    loop {
+        let (stored, doc) = find_deleted(arm, subscription, location, name).await?;
+        deleted::check_purge(&doc).map_err(refused_deleted)?;
+        let (expect, changes) = deleted::purge(&stored);
+        let mut batch = Batch { expect, changes };
+        batch.push(arm.with_context(call, |ctx| {
+            ctx.activity(deleted::PURGE_ACTION, &doc.id(), 200, None)
+        }));
+        if arm.commit_batch(batch, &mut attempt).await? {
+            return Ok(super::json(202, None));
         }
     }
 }

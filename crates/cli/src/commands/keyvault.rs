@@ -8,11 +8,14 @@ use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::{execute, location_or_group, tags, Done, Global};
+use crate::api::enc;
 use crate::api::present::{each, secret, with_resource_group};
 use crate::api::rbac;
 use crate::api::resources::{self, VaultSettings, VAULT};
 use crate::api::secrets::Vault;
-use crate::client::Connection;
+use crate::client::{Connection, ServiceError};
+use lanyard_domain::ResourceId;
+use reqwest::Method;
 
 /// Every secret permission an access policy can grant.
 pub const ALL_SECRET_PERMISSIONS: &[&str] = &[
@@ -72,8 +75,25 @@ pub enum KeyvaultCommand {
         #[arg(short = 'g', long = "resource-group")]
         group: Option<String>,
     },
-    /// Delete a key vault.
+    /// Delete a key vault (it stays recoverable for its retention, its name reserved).
     Delete(VaultTarget),
+    /// List the subscription's deleted key vaults.
+    ListDeleted,
+    /// Show a deleted key vault.
+    ShowDeleted(DeletedTarget),
+    /// Delete a deleted key vault for good (refused under purge protection).
+    Purge(DeletedTarget),
+    /// Recover a deleted key vault with its secrets.
+    Recover {
+        #[arg(short = 'n', long)]
+        name: String,
+        /// Default: the deleted vault's own resource group.
+        #[arg(short = 'g', long = "resource-group")]
+        group: Option<String>,
+        /// Default: the deleted vault's location.
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+    },
     /// Grant a principal secret permissions through an access policy.
     SetPolicy {
         #[command(flatten)]
@@ -92,6 +112,15 @@ pub enum KeyvaultCommand {
     /// Secrets in a vault.
     #[command(subcommand)]
     Secret(SecretCommand),
+}
+
+/// A deleted vault: `-n` and an optional `-l` (looked up among the deleted vaults without it).
+#[derive(Args, Debug, Clone)]
+pub struct DeletedTarget {
+    #[arg(short = 'n', long)]
+    pub name: String,
+    #[arg(short = 'l', long)]
+    pub location: Option<String>,
 }
 
 /// `--vault-name` and `-n`.
@@ -207,6 +236,54 @@ async fn vaults(conn: &Connection, command: KeyvaultCommand) -> anyhow::Result<V
             resources::delete(conn, VAULT, &id).await?;
             Value::Null
         }
+        KeyvaultCommand::ListDeleted => Value::Array(list_deleted(conn).await?),
+        KeyvaultCommand::ShowDeleted(t) => {
+            let location = deleted_location(conn, &t.name, t.location.as_deref()).await?;
+            conn.arm(
+                Method::GET,
+                &deleted_path(conn, &location, &t.name, ""),
+                None,
+            )
+            .await?
+        }
+        KeyvaultCommand::Purge(t) => {
+            let location = deleted_location(conn, &t.name, t.location.as_deref()).await?;
+            conn.arm(
+                Method::POST,
+                &deleted_path(conn, &location, &t.name, "/purge"),
+                None,
+            )
+            .await?;
+            Value::Null
+        }
+        KeyvaultCommand::Recover {
+            name,
+            group,
+            location,
+        } => {
+            let location = deleted_location(conn, &name, location.as_deref()).await?;
+            let deleted = conn
+                .arm(Method::GET, &deleted_path(conn, &location, &name, ""), None)
+                .await?;
+            let id = match group {
+                Some(g) => resources::Ids::of(conn).resource(VAULT, &g, &name),
+                None => deleted["properties"]["vaultId"]
+                    .as_str()
+                    .and_then(|v| ResourceId::parse(v).ok())
+                    .ok_or_else(|| anyhow!("the deleted vault `{name}` names no vault id"))?,
+            };
+            // As `az keyvault recover`: a PUT of the vault with `createMode: recover`; the
+            // service restores the vault as it was.
+            let body = json!({
+                "location": location,
+                "properties": {
+                    "tenantId": conn.tenant_id,
+                    "sku": { "family": "A", "name": "standard" },
+                    "createMode": "recover",
+                },
+            });
+            with_resource_group(resources::put(conn, VAULT, &id, &body).await?)
+        }
         KeyvaultCommand::SetPolicy {
             vault,
             object_id,
@@ -243,6 +320,59 @@ async fn vaults(conn: &Connection, command: KeyvaultCommand) -> anyhow::Result<V
         }
         KeyvaultCommand::Secret(_) => Value::Null,
     })
+}
+
+/// `.../locations/{location}/deletedVaults/{name}{suffix}?api-version=...`.
+fn deleted_path(conn: &Connection, location: &str, name: &str, suffix: &str) -> String {
+    format!(
+        "/subscriptions/{}/providers/{}/locations/{}/deletedVaults/{}{suffix}?api-version={}",
+        enc(&conn.subscription_id),
+        VAULT.namespace,
+        enc(location),
+        enc(name),
+        VAULT.api_version
+    )
+}
+
+/// The subscription's deleted vaults.
+async fn list_deleted(conn: &Connection) -> anyhow::Result<Vec<Value>> {
+    resources::require_subscription(conn)?;
+    conn.arm_list(&format!(
+        "/subscriptions/{}/providers/{}/deletedVaults?api-version={}",
+        enc(&conn.subscription_id),
+        VAULT.namespace,
+        VAULT.api_version
+    ))
+    .await
+}
+
+/// `location`, or the location of the deleted vault called `name`.
+async fn deleted_location(
+    conn: &Connection,
+    name: &str,
+    location: Option<&str>,
+) -> anyhow::Result<String> {
+    resources::require_subscription(conn)?;
+    if let Some(l) = location {
+        return Ok(l.to_string());
+    }
+    list_deleted(conn)
+        .await?
+        .iter()
+        .find(|v| {
+            v["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .and_then(|v| v["properties"]["location"].as_str().map(str::to_string))
+        .ok_or_else(|| {
+            ServiceError {
+                status: 404,
+                code: "DeletedVaultNotFound".into(),
+                message: format!("No deleted key vault named '{name}' in this subscription."),
+            }
+            .into()
+        })
 }
 
 /// `(vault, name, version)` from a secret's URL.

@@ -2,7 +2,8 @@
 //! `azure-keyvault-secrets` client (default options) with `azure-identity`, run under
 //! `lanyard run --as vm1` so the VM's system identity is the caller, in RBAC mode and in
 //! access-policy mode. Name resolution for the vault hosts comes from a private hosts file
-//! (testkit's `unshare -m` wrapper), never from the machine's.
+//! (testkit's `unshare -m` wrapper), never from the machine's. Soft-deleted vaults through
+//! the official `azure-mgmt-keyvault` client, REST, a manual clock and the CLI.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -18,7 +19,11 @@ use lanyard_testkit::python;
 both_backends!(
     rbac_vault_with_the_python_sdk,
     access_policy_vault_with_the_python_sdk,
-    vault_resources_in_the_control_plane
+    vault_resources_in_the_control_plane,
+    soft_deleted_vaults_with_the_management_sdk,
+    deleted_vault_authorization_and_activity,
+    deleted_vaults_expire_on_the_injected_clock,
+    deleted_vault_cli_commands
 );
 
 const KV_API: &str = "api-version=2023-07-01";
@@ -38,7 +43,10 @@ struct Scenario {
 
 impl Scenario {
     async fn new(backend: Backend) -> Self {
-        let server = TestServer::start(backend).await.unwrap();
+        Self::on(TestServer::start(backend).await.unwrap()).await
+    }
+
+    async fn on(server: TestServer) -> Self {
         let admin = Client::admin(&server).unwrap();
         let rg = format!(
             "/subscriptions/{}/resourceGroups/rg1",
@@ -724,4 +732,598 @@ async fn secret_values_stay_out_of_logs_and_the_database() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Soft-deleted vaults
+
+const DELETED_ACTION_PURGE: &str = "Microsoft.KeyVault/locations/deletedVaults/purge/action";
+const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+
+impl Scenario {
+    fn sub(&self) -> String {
+        self.server.admin.subscription_id.to_string()
+    }
+
+    fn deleted_path(&self, name: &str, suffix: &str) -> String {
+        format!(
+            "/subscriptions/{}/providers/Microsoft.KeyVault/locations/local/deletedVaults/{name}{suffix}?{KV_API}",
+            self.sub()
+        )
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let r = self.admin.arm(method, path, body.as_ref()).await.unwrap();
+        (r.status, r.body)
+    }
+
+    async fn deleted_names(&self) -> Vec<String> {
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!(
+                    "/subscriptions/{}/providers/Microsoft.KeyVault/deletedVaults?{KV_API}",
+                    self.sub()
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// `tests/python/keyvault/deleted_vaults.py` as the administrator, with the vault host
+    /// resolved in a private hosts file.
+    async fn management_sdk(&self, vault: &str, value: &str) -> Value {
+        let port = self.server.addr.port();
+        let ca = self.server.data_dir.join("ca.pem").display().to_string();
+        let script = python::scripts_dir().join("keyvault/deleted_vaults.py");
+        let common = python::scripts_dir().join("arm");
+        let env = [
+            ("AZURE_AUTHORITY_HOST", format!("https://localhost:{port}")),
+            ("AZURE_TENANT_ID", self.server.admin.tenant_id.to_string()),
+            ("AZURE_CLIENT_ID", self.server.admin.client_id.to_string()),
+            (
+                "AZURE_CLIENT_SECRET",
+                self.server.admin.client_secret.clone(),
+            ),
+            ("AZURE_SUBSCRIPTION_ID", self.sub()),
+            ("LANYARD_ARM_URL", format!("https://localhost:{port}")),
+            ("REQUESTS_CA_BUNDLE", ca.clone()),
+            ("SSL_CERT_FILE", ca),
+            ("PYTHONPATH", common.display().to_string()),
+        ];
+        let hosts = [format!("{vault}.vault.{DOMAIN}")];
+        let args = ["rg1", vault, "local", value];
+        let mut cmd = python::command(&script, &args, &hosts).unwrap();
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AZURE_") || k.starts_with("MSAL_") || k == "IDENTITY_ENDPOINT" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = tokio::time::timeout(
+            Duration::from_secs(180),
+            tokio::process::Command::from(cmd).output(),
+        )
+        .await
+        .expect("deleted_vaults.py did not finish within 3 minutes")
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "deleted_vaults.py failed: stdout={stdout} stderr={}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("deleted_vaults.py printed no JSON ({e}): {stdout}"))
+    }
+
+    /// A service principal made through Graph, and a client acting as it.
+    async fn app(&self, name: &str) -> (String, Client) {
+        let graph = self
+            .admin
+            .token("https://graph.microsoft.com/.default")
+            .await
+            .unwrap();
+        let http = self.server.client().unwrap();
+        let base = self.server.url("localhost", "");
+        let post = |path: String, body: Value| {
+            let (http, base, graph) = (http.clone(), base.clone(), graph.clone());
+            async move {
+                let r = http
+                    .post(format!("{base}{path}"))
+                    .bearer_auth(graph)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                assert!(matches!(status, 200 | 201), "{path}: {status} {body}");
+                body
+            }
+        };
+        let app = post("/v1.0/applications".into(), json!({"displayName": name})).await;
+        let app_id = app["appId"].as_str().unwrap().to_string();
+        let id = app["id"].as_str().unwrap().to_string();
+        let sp = post("/v1.0/servicePrincipals".into(), json!({"appId": app_id})).await;
+        let pw = post(
+            format!("/v1.0/applications/{id}/addPassword"),
+            json!({"passwordCredential": {"displayName": "test"}}),
+        )
+        .await;
+        let client =
+            Client::for_app(&self.server, &app_id, pw["secretText"].as_str().unwrap()).unwrap();
+        (sp["id"].as_str().unwrap().to_string(), client)
+    }
+}
+
+/// A vault holding `db` (two versions, the last `value`) and the deleted secret `old`.
+async fn vault_with_secrets(s: &Scenario, name: &str, value: &str, properties: Value) {
+    s.vault(name, properties).await;
+    for (secret, v) in [("db", "first"), ("db", value), ("old", "gone")] {
+        let (status, body) = s
+            .admin_data(
+                name,
+                Method::PUT,
+                &format!("/secrets/{secret}"),
+                Some(json!({ "value": v })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = s
+        .admin_data(name, Method::DELETE, "/secrets/old", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn soft_deleted_vaults_with_the_management_sdk(backend: Backend) {
+    let s = Scenario::new(backend).await;
+    let admin = s.server.admin.object_id.to_string();
+    s.assign(&s.rg, SECRETS_OFFICER, &admin).await;
+    let tenant = s.server.admin.tenant_id.to_string();
+    vault_with_secrets(
+        &s,
+        "kvsoft1",
+        "kept-through-deletion",
+        json!({"tenantId": tenant, "sku": {"name": "standard"}, "enableRbacAuthorization": true}),
+    )
+    .await;
+    let r = s.management_sdk("kvsoft1", "kept-through-deletion").await;
+    assert_eq!(r["retention_days"], 90, "{r}");
+    assert_eq!(r["purge_protection"], false, "{r}");
+    assert_eq!(r["deleted_location"], "local", "{r}");
+    assert_eq!(
+        (
+            &r["missing_location"]["status"],
+            &r["missing_location"]["code"]
+        ),
+        (&json!(404), &json!("DeletedVaultNotFound")),
+        "{r}"
+    );
+    assert_eq!(
+        (&r["refused_create"]["status"], &r["refused_create"]["code"]),
+        (&json!(409), &json!("ConflictError")),
+        "{r}"
+    );
+    assert!(
+        r["refused_create"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("recover or purge"),
+        "{r}"
+    );
+    assert_eq!(r["value_after_recovery"], true, "{r}");
+    assert_eq!(r["versions"], 2, "{r}");
+    assert_eq!(r["deleted_secrets"], json!(["old"]), "{r}");
+    assert_eq!(
+        (&r["purged_lookup"]["status"], &r["purged_lookup"]["code"]),
+        (&json!(404), &json!("DeletedVaultNotFound")),
+        "{r}"
+    );
+    assert_eq!(r["secret_after_purge"], 404, "{r}");
+    assert_eq!(
+        (&r["not_deleted"]["status"], &r["not_deleted"]["code"]),
+        (&json!(400), &json!("SoftDeletedVaultDoesNotExist")),
+        "{r}"
+    );
+    assert_eq!(r["protected_flag"], true, "{r}");
+    assert_eq!(
+        (
+            &r["protected_purge"]["status"],
+            &r["protected_purge"]["code"]
+        ),
+        (&json!(409), &json!("MethodNotAllowed")),
+        "{r}"
+    );
+    assert_eq!(r["protected_still_listed"], true, "{r}");
+    assert_eq!(s.deleted_names().await, ["kvsoft1pp"]);
+}
+
+async fn deleted_vault_authorization_and_activity(backend: Backend) {
+    let s = Scenario::new(backend).await;
+    let id = s.vault_id("kvsoft2");
+    s.vault("kvsoft2", json!({"enableRbacAuthorization": true}))
+        .await;
+    // Deleting a resource group soft-deletes its vaults too.
+    s.admin
+        .put_ok(
+            &format!(
+                "/subscriptions/{}/resourceGroups/rg9?api-version=2021-04-01",
+                s.sub()
+            ),
+            &json!({"location": "local"}),
+        )
+        .await
+        .unwrap();
+    let in_group = format!(
+        "/subscriptions/{}/resourceGroups/rg9/providers/Microsoft.KeyVault/vaults/kvsoft3?{KV_API}",
+        s.sub()
+    );
+    s.admin
+        .put_ok(&in_group, &json!({"location": "local", "properties": {}}))
+        .await
+        .unwrap();
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!(
+                "/subscriptions/{}/resourceGroups/rg9?api-version=2021-04-01",
+                s.sub()
+            ),
+            None,
+        )
+        .await;
+    assert!(matches!(status, 200 | 202), "{status}");
+    let (status, body) = s
+        .call(Method::DELETE, &format!("{id}?{KV_API}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut names = s.deleted_names().await;
+    names.sort();
+    assert_eq!(names, ["kvsoft2", "kvsoft3"]);
+
+    // The name is taken for a vault in another group too.
+    let elsewhere = format!(
+        "/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/KVSOFT3?{KV_API}",
+        s.sub()
+    );
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            &elsewhere,
+            Some(json!({"location": "local", "properties": {}})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("ConflictError")),
+        "{body}"
+    );
+
+    // A Reader sees deleted vaults and may not purge them.
+    let (reader_oid, reader) = s.app("kv-reader").await;
+    s.assign(&format!("/subscriptions/{}", s.sub()), READER, &reader_oid)
+        .await;
+    let got = reader
+        .arm(Method::GET, &s.deleted_path("kvsoft2", ""), None)
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["properties"]["vaultId"], id.as_str());
+    let denied = reader
+        .arm(Method::POST, &s.deleted_path("kvsoft2", "/purge"), None)
+        .await
+        .unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.body["error"]["code"], "AuthorizationFailed");
+    assert!(denied.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(DELETED_ACTION_PURGE));
+    // A principal with no role sees nothing.
+    let (_, nobody) = s.app("kv-nobody").await;
+    let listed = nobody
+        .arm(
+            Method::GET,
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.KeyVault/deletedVaults?{KV_API}",
+                s.sub()
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.status, 403, "{}", listed.body);
+
+    // Purge by the administrator; the name is free again.
+    let (status, body) = s
+        .call(Method::POST, &s.deleted_path("kvsoft2", "/purge"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = s
+        .call(Method::POST, &s.deleted_path("kvsoft2", "/purge"), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("DeletedVaultNotFound")),
+        "{body}"
+    );
+    s.vault("kvsoft2", json!({})).await;
+
+    // Recovery by REST restores the vault as it was.
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            &format!(
+                "/subscriptions/{}/resourceGroups/rg9?api-version=2021-04-01",
+                s.sub()
+            ),
+            Some(json!({"location": "local"})),
+        )
+        .await;
+    assert!(matches!(status, 200 | 201), "{body}");
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            &in_group,
+            Some(json!({"location": "local", "properties": {"createMode": "recover", "sku": {"name": "premium"}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["properties"]["sku"]["name"], "standard",
+        "the original properties: {body}"
+    );
+
+    // The activity log: delete, purge (and its refusal), recover.
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let filter = format!(
+        "eventTimestamp ge '{}' and eventTimestamp le '{}'",
+        fmt(now - time::Duration::hours(1)),
+        fmt(now + time::Duration::hours(1))
+    );
+    let (status, log) = s
+        .call(
+            Method::GET,
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.Insights/eventtypes/management/values?api-version=2015-04-01&$filter={}",
+                s.sub(),
+                urlencoding::encode(&filter)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let entries: Vec<(String, String, String)> = log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["operationName"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["status"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["resourceId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+            )
+        })
+        .collect();
+    let has = |op: &str, status: &str, on: &str| {
+        entries
+            .iter()
+            .any(|(o, st, r)| o.eq_ignore_ascii_case(op) && st == status && r.ends_with(on))
+    };
+    assert!(
+        has(
+            "Microsoft.KeyVault/vaults/delete",
+            "Succeeded",
+            "/vaults/kvsoft2"
+        ),
+        "{entries:?}"
+    );
+    assert!(
+        has(DELETED_ACTION_PURGE, "Succeeded", "/deletedvaults/kvsoft2"),
+        "{entries:?}"
+    );
+    assert!(
+        has(DELETED_ACTION_PURGE, "Failed", "/deletedvaults/kvsoft2"),
+        "{entries:?}"
+    );
+    assert!(
+        has(
+            "Microsoft.KeyVault/vaults/write",
+            "Succeeded",
+            "/vaults/kvsoft3"
+        ),
+        "{entries:?}"
+    );
+}
+
+async fn deleted_vaults_expire_on_the_injected_clock(backend: Backend) {
+    let clock = std::sync::Arc::new(lanyard_domain::ManualClock::at_unix(
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    ));
+    let server = TestServer::start_with_clock(backend, clock.clone())
+        .await
+        .unwrap();
+    let s = Scenario::on(server).await;
+    let admin = s.server.admin.object_id.to_string();
+    s.assign(&s.rg, SECRETS_OFFICER, &admin).await;
+    vault_with_secrets(
+        &s,
+        "kvsoft4",
+        "short-lived",
+        json!({"softDeleteRetentionInDays": 7, "enableRbacAuthorization": true}),
+    )
+    .await;
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("{}?{KV_API}", s.vault_id("kvsoft4")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, shown) = s
+        .call(Method::GET, &s.deleted_path("kvsoft4", ""), None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let date = |k: &str| {
+        time::OffsetDateTime::parse(
+            shown["properties"][k].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        date("scheduledPurgeDate") - date("deletionDate"),
+        time::Duration::days(7)
+    );
+
+    // A second before the purge date: still there. At it: gone, and the name is free.
+    clock.advance(Duration::from_secs(7 * 86400 - 1));
+    assert_eq!(s.deleted_names().await, ["kvsoft4"]);
+    clock.advance(Duration::from_secs(1));
+    assert!(s.deleted_names().await.is_empty());
+    let (status, body) = s
+        .call(Method::GET, &s.deleted_path("kvsoft4", ""), None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let body = json!({"location": "local", "properties": {"createMode": "recover"}});
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            &format!("{}?{KV_API}", s.vault_id("kvsoft4")),
+            Some(body),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("SoftDeletedVaultDoesNotExist")),
+        "{body}"
+    );
+    s.vault("kvsoft4", json!({"enableRbacAuthorization": true}))
+        .await;
+    let (status, body) = s
+        .admin_data("kvsoft4", Method::GET, "/secrets/db/", None)
+        .await;
+    assert_eq!(
+        status, 404,
+        "the expired vault's secrets went with it: {body}"
+    );
+    let (status, body) = s
+        .admin_data("kvsoft4", Method::GET, "/deletedsecrets", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"], json!([]));
+}
+
+async fn deleted_vault_cli_commands(backend: Backend) {
+    let s = Scenario::new(backend).await;
+    let endpoints = s.server.data_dir.join("endpoints.json");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&endpoints)
+            .is_ok_and(|t| t.contains(&s.server.addr.port().to_string()))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let data_dir = s.server.data_dir.clone();
+    let run = |args: &'static [&'static str]| {
+        let data_dir = data_dir.clone();
+        async move {
+            let mut cmd = lanyard();
+            cmd.args(args).env("LANYARD_DATA_DIR", &data_dir);
+            let out = tokio::process::Command::from(cmd)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out.status.code().unwrap_or(-1), stdout, stderr)
+        }
+    };
+    let ok = |args: &'static [&'static str]| {
+        let run = &run;
+        async move {
+            let (code, stdout, stderr) = run(args).await;
+            assert_eq!(code, 0, "lanyard {args:?}: {stdout} {stderr}");
+            serde_json::from_str::<Value>(&stdout).unwrap_or(Value::Null)
+        }
+    };
+    ok(&["keyvault", "create", "-g", "rg1", "-n", "kvcli1"]).await;
+    let admin = s.server.admin.object_id.to_string();
+    s.assign(&s.vault_id("kvcli1"), SECRETS_OFFICER, &admin)
+        .await;
+    ok(&[
+        "keyvault",
+        "secret",
+        "set",
+        "--vault-name",
+        "kvcli1",
+        "-n",
+        "s1",
+        "--value",
+        "cli-value",
+    ])
+    .await;
+    ok(&["keyvault", "delete", "-n", "kvcli1"]).await;
+    let listed = ok(&["keyvault", "list-deleted"]).await;
+    assert_eq!(listed[0]["name"], "kvcli1", "{listed}");
+    let shown = ok(&["keyvault", "show-deleted", "-n", "kvcli1"]).await;
+    assert_eq!(
+        shown["properties"]["vaultId"],
+        s.vault_id("kvcli1").as_str(),
+        "{shown}"
+    );
+    let (code, _, stderr) = run(&["keyvault", "create", "-g", "rg1", "-n", "kvcli1"]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("ConflictError"), "{stderr}");
+    let recovered = ok(&["keyvault", "recover", "-n", "kvcli1"]).await;
+    assert_eq!(recovered["resourceGroup"], "rg1", "{recovered}");
+    // The role assignment went with the vault's scope; the secret did not.
+    s.assign(&s.vault_id("kvcli1"), SECRETS_OFFICER, &admin)
+        .await;
+    let secret = ok(&[
+        "keyvault",
+        "secret",
+        "show",
+        "--vault-name",
+        "kvcli1",
+        "-n",
+        "s1",
+    ])
+    .await;
+    assert_eq!(secret["value"], "cli-value", "{secret}");
+    ok(&["keyvault", "delete", "-n", "kvcli1"]).await;
+    ok(&["keyvault", "purge", "-n", "kvcli1", "--location", "local"]).await;
+    assert_eq!(ok(&["keyvault", "list-deleted"]).await, json!([]));
+    let (code, _, stderr) = run(&["keyvault", "show-deleted", "-n", "kvcli1"]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("DeletedVaultNotFound"), "{stderr}");
+    ok(&["keyvault", "create", "-g", "rg1", "-n", "kvcli1"]).await;
 }
