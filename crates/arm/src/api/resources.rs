@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use lanyard_domain::{ChangeMode, ResourceId, ScopeLevel};
 use lanyard_platform::ApiError;
 use lanyard_storage::{ResourceQuery, ResourceRecord};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::groups::assignments_going;
 use super::json;
@@ -50,9 +50,36 @@ pub(crate) async fn page_of_resources(
     let values = page
         .iter()
         .filter(|r| visible(r))
-        .map(|r| r.body.clone())
+        .map(|r| presented(arm, r))
         .collect();
     Ok(json(200, Some(&shape::page(values, next))))
+}
+
+/// A stored body as clients see it. The data-plane endpoints it names (a vault's `vaultUri`,
+/// an account's `primaryEndpoints.blob`) follow the server's domain and port now, not those of
+/// the server that wrote it: one restarted on another port, or a second server sharing the
+/// database, must not send clients elsewhere.
+pub(crate) fn presented(arm: &Arm, record: &ResourceRecord) -> Value {
+    let mut body = record.body.clone();
+    let endpoints = arm.state().endpoints();
+    let name = record.id.name().to_ascii_lowercase();
+    let (pointer, url) = if record.id.is_type(lanyard_blob::account::ACCOUNT_TYPE) {
+        (
+            "/properties/primaryEndpoints/blob",
+            lanyard_blob::account::blob_endpoint(&endpoints.blob(&name)),
+        )
+    } else if record.id.is_type(lanyard_keyvault::vault::VAULT_TYPE) {
+        (
+            "/properties/vaultUri",
+            format!("{}/", endpoints.vault(&name)),
+        )
+    } else {
+        return body;
+    };
+    if let Some(slot) = body.pointer_mut(pointer) {
+        *slot = Value::String(url);
+    }
+    body
 }
 
 fn not_found(kind: &Kind, id: &ResourceId) -> ApiError {
@@ -182,7 +209,7 @@ pub async fn get(
         .await
         .map_err(ArmError::from)?
         .ok_or_else(|| not_found(kind, id))?;
-    Ok(json(200, Some(&record.body)))
+    Ok(json(200, Some(&presented(arm, &record))))
 }
 
 /// `PUT`/`PATCH` of a resource holding identities. Attaching a user-assigned identity needs

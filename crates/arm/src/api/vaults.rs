@@ -318,7 +318,7 @@ async fn recover(
         group.id.clone(),
         group.updated_at,
     ));
-    let body = record.body.clone();
+    let body = super::resources::presented(arm, &record);
     let id = record.id.clone();
     batch.push(Change::PutResource(record));
     batch.push(arm.with_context(call, |ctx| {

@@ -33,6 +33,7 @@ both_backends!(
     generic_listing_through_the_sdk,
     resource_list_command,
     failed_writes_are_in_the_activity_log,
+    data_plane_endpoints_follow_the_server,
 );
 
 const V: &str = "api-version=2023-01-31";
@@ -2014,4 +2015,66 @@ async fn failed_writes_are_in_the_activity_log(backend: Backend) {
         ))
         .await;
     assert_eq!(failed_only.len(), 2, "{failed_only:?}");
+}
+
+/// A vault's `vaultUri` and an account's `primaryEndpoints.blob` name the server as it runs
+/// now: after a restart on another port, reads (and a listing) point clients at the new one.
+async fn data_plane_endpoints_follow_the_server(backend: Backend) {
+    let server = TestServer::start(backend).await.unwrap();
+    let sub = server.admin.subscription_id.to_string();
+    let rg = format!("/subscriptions/{sub}/resourceGroups/endpoints");
+    let vault = format!("{rg}/providers/Microsoft.KeyVault/vaults/ep-vault");
+    let account = format!("{rg}/providers/Microsoft.Storage/storageAccounts/epstore");
+    {
+        let admin = Client::admin(&server).unwrap();
+        admin
+            .put_ok(&format!("{rg}?{V}"), &json!({"location": "local"}))
+            .await
+            .unwrap();
+        admin
+            .put_ok(
+                &format!("{vault}?api-version=2023-07-01"),
+                &json!({"location": "local", "properties": {"tenantId": server.admin.tenant_id, "sku": {"family": "A", "name": "standard"}}}),
+            )
+            .await
+            .unwrap();
+        admin
+            .put_ok(
+                &format!("{account}?api-version=2023-05-01"),
+                &json!({"location": "local", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+            )
+            .await
+            .unwrap();
+    }
+    let old_port = server.addr.port();
+    let server = server.restart().await.unwrap();
+    let port = server.addr.port();
+    assert_ne!(port, old_port, "the restarted server listens elsewhere");
+    let admin = Client::admin(&server).unwrap();
+    let read = |path: String| {
+        let admin = &admin;
+        async move {
+            let reply = admin.arm(Method::GET, &path, None).await.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.body
+        }
+    };
+    let v = read(format!("{vault}?api-version=2023-07-01")).await;
+    assert_eq!(
+        v["properties"]["vaultUri"],
+        format!("https://ep-vault.vault.lanyard.localhost:{port}/")
+    );
+    let a = read(format!("{account}?api-version=2023-05-01")).await;
+    assert_eq!(
+        a["properties"]["primaryEndpoints"]["blob"],
+        format!("https://epstore.blob.lanyard.localhost:{port}/")
+    );
+    let listed = read(format!(
+        "{rg}/providers/Microsoft.Storage/storageAccounts?api-version=2023-05-01"
+    ))
+    .await;
+    assert_eq!(
+        listed["value"][0]["properties"]["primaryEndpoints"]["blob"],
+        format!("https://epstore.blob.lanyard.localhost:{port}/")
+    );
 }
