@@ -14,6 +14,10 @@
 //! - Documents ([`DocumentRecord`]): records of the data planes (Key Vault secret versions,
 //!   blob metadata) addressed by collection and a `/`-separated key; prefixes are ranges.
 //! - [`open`]: picks the backend from a URL.
+//! - Start-up reads: the authorization index loads from [`Store::scan_assignment_keys`] (one
+//!   query over the id, scope, role and principal columns in storage order, rows handed
+//!   over as they arrive, no JSON decoded) and [`Store::groups`] (the `kind` column of
+//!   principals, migration 0004, finds the groups without reading every principal).
 //! - The commit feed ([`FeedEntry`]): every batch holding changes that servers keep in
 //!   memory (assignments, role definitions, principals, resources, revocations, signing
 //!   keys, documents of [`FOLLOWED_COLLECTIONS`]) appends one entry in the same transaction,
