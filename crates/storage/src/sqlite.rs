@@ -115,9 +115,13 @@ impl SqliteStore {
             )),
         })?;
 
+        // A connection to a local file does not go stale the way a network one does, so a
+        // pooled reader is handed out without the ping (a round trip through its worker
+        // thread) that sqlx would otherwise send before every query.
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(
                 options
                     .create_if_missing(false)
