@@ -293,24 +293,30 @@ impl Plane {
         }
     }
 
-    /// Every file under the blob root, relative to it.
+    /// Every file under the blob root, relative to it. Background removals may take a
+    /// directory or file away while this looks: what vanished is simply not listed.
     pub fn files(&self) -> Vec<String> {
         let mut out = Vec::new();
         let root = self.blob_root();
         let Ok(dirs) = std::fs::read_dir(&root) else {
             return out;
         };
-        for dir in dirs {
-            let dir = dir.unwrap();
-            if !dir.file_type().unwrap().is_dir() {
+        for dir in dirs.flatten() {
+            let Ok(kind) = dir.file_type() else {
+                continue;
+            };
+            if !kind.is_dir() {
                 out.push(dir.file_name().to_string_lossy().into_owned());
                 continue;
             }
-            for f in std::fs::read_dir(dir.path()).unwrap() {
+            let Ok(files) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
                 out.push(format!(
                     "{}/{}",
                     dir.file_name().to_string_lossy(),
-                    f.unwrap().file_name().to_string_lossy()
+                    f.file_name().to_string_lossy()
                 ));
             }
         }
