@@ -212,6 +212,9 @@ pub fn client_trusting(ca_pem: &[u8]) -> reqwest::Client {
         .dns_resolver(Arc::new(Loopback))
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(16)
+        // The server closes a connection that sends no request for 30 s; a pooled one idle
+        // that long could be reused just as it closes, so it is not kept past 15 s.
+        .pool_idle_timeout(Duration::from_secs(15))
         .build()
         .unwrap()
 }

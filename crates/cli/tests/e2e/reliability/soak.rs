@@ -190,7 +190,7 @@ async fn soak() {
         let (t, arm, sessions) = (t.clone(), arm.clone(), sessions.clone());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                tokio::time::sleep(Duration::from_secs(20)).await;
                 for id in &sessions {
                     let r = call(
                         &t.http,
