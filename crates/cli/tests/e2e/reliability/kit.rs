@@ -328,6 +328,28 @@ pub async fn put_ok(t: &Target, token: &str, path: &str, body: &Value) -> Value 
     r.json
 }
 
+/// A VM `{rg}/.../virtualMachines/{name}` with a system-assigned identity, and a workload
+/// session opened on it as `token`; returns the VM's id and the session's JSON.
+pub async fn vm_with_session(t: &Target, token: &str, rg: &str, name: &str) -> (String, Value) {
+    let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/{name}");
+    put_ok(
+        t,
+        token,
+        &format!("{vm}?{VM_API}"),
+        &serde_json::json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
+    )
+    .await;
+    let session = call(
+        &t.http,
+        Method::POST,
+        &t.arm("/lanyard/sessions"),
+        bearer_json(token, &serde_json::json!({"resource": vm})),
+    )
+    .await;
+    assert_eq!(session.status, 201, "{}", session.text);
+    (vm, session.json)
+}
+
 /// Assigns built-in `role` to `principal` at `scope`; returns the assignment's id.
 pub async fn assign(t: &Target, token: &str, scope: &str, role: &str, principal: &str) -> String {
     let name = Uuid::new_v4();

@@ -247,28 +247,13 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1");
-    put_ok(
-        &t,
-        &arm,
-        &format!("{vm}?{VM_API}"),
-        &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
-    )
-    .await;
-    let session = call(
-        &t.http,
-        Method::POST,
-        &t.arm("/lanyard/sessions"),
-        bearer_json(&arm, &json!({"resource": vm})),
-    )
-    .await;
-    assert_eq!(session.status, 201, "{}", session.text);
-    let header = session.json["identityHeader"].as_str().unwrap().to_string();
-    let session_id = session.json["id"].as_str().unwrap().to_string();
+    let (_, session) = vm_with_session(&t, &arm, &rg, "vm1").await;
+    let header = session["identityHeader"].as_str().unwrap().to_string();
+    let session_id = session["id"].as_str().unwrap().to_string();
     let r = reqwest::Client::new()
         .get(format!(
             "{}?api-version=2019-08-01&resource=https://vault.azure.net",
-            session.json["identityEndpoint"].as_str().unwrap()
+            session["identityEndpoint"].as_str().unwrap()
         ))
         .header("X-IDENTITY-HEADER", &header)
         .send()

@@ -131,34 +131,19 @@ async fn soak() {
     let mut shots = Vec::new();
     let mut sessions = Vec::new();
     for i in 0..VMS {
-        let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm{i}");
-        put_ok(
-            &t,
-            &arm,
-            &format!("{vm}?{VM_API}"),
-            &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
-        )
-        .await;
-        let s = call(
-            &t.http,
-            Method::POST,
-            &t.arm("/lanyard/sessions"),
-            bearer_json(&arm, &json!({"resource": vm})),
-        )
-        .await;
-        assert_eq!(s.status, 201, "{}", s.text);
-        sessions.push(s.json["id"].as_str().unwrap().to_string());
+        let (vm, s) = vm_with_session(&t, &arm, &rg, &format!("vm{i}")).await;
+        sessions.push(s["id"].as_str().unwrap().to_string());
         shots.push(Shot::Imds(format!(
             "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net",
-            s.json["imdsEndpoint"].as_str().unwrap()
+            s["imdsEndpoint"].as_str().unwrap()
         )));
         shots.push(Shot::Arm(format!("{vm}?{VM_API}")));
         shots.push(Shot::AppService(
             format!(
                 "{}?api-version=2019-08-01&resource=https://storage.azure.com",
-                s.json["identityEndpoint"].as_str().unwrap()
+                s["identityEndpoint"].as_str().unwrap()
             ),
-            s.json["identityHeader"].as_str().unwrap().to_string(),
+            s["identityHeader"].as_str().unwrap().to_string(),
         ));
         shots.push(Shot::Arm(format!("{rg}?{RG_API}")));
     }
