@@ -13,6 +13,9 @@
 //! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
+//! - `privilege`: seeded random control-plane writes by principals with partial rights, on
+//!   both backends: after every step no principal holds a right it did not hold, unless an
+//!   actor that could grant it there did.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
@@ -23,6 +26,7 @@ mod identity_attacks;
 mod keys;
 mod kit;
 mod matrix;
+mod privilege;
 mod secrets;
 mod soak;
 mod token_attacks;
