@@ -614,10 +614,16 @@ impl World {
         };
         let groups = [self.sub.clone(), self.rg1.clone(), self.rg2.clone()];
         let token = actor.arm.clone();
-        match rng.below(11) {
-            0 | 1 => {
-                // Create or replace a custom role through some scope.
-                let id = *rng.pick(&self.custom);
+        match rng.below(12) {
+            0..=2 => {
+                // Create or replace a custom role through some scope; often one the actor
+                // holds somewhere.
+                let mine = self.custom_roles_of(actor.oid).await;
+                let id = if !mine.is_empty() && rng.chance(0.7) {
+                    *rng.pick(&mine)
+                } else {
+                    *rng.pick(&self.custom)
+                };
                 let url_scope = favoured(RD_WRITE, &groups, rng);
                 let actions = rng
                     .pick(&[
@@ -661,7 +667,7 @@ impl World {
                 .await;
                 (what, r)
             }
-            2 => {
+            3 => {
                 let id = *rng.pick(&self.custom);
                 let url_scope = favoured(RD_WRITE, &groups, rng);
                 let path = format!(
@@ -683,7 +689,7 @@ impl World {
                     .await,
                 )
             }
-            3 | 4 => {
+            4 | 5 => {
                 // An assignment, often to itself, often of a strong role.
                 let scope = favoured(RA_WRITE, &scopes, rng);
                 let roles = [
@@ -711,7 +717,7 @@ impl World {
                 );
                 (what, self.assign_as(&token, &scope, &role, principal).await)
             }
-            5 => {
+            6 => {
                 // Remove somebody's assignment.
                 let r = call(
                     &self.t.http,
@@ -747,7 +753,7 @@ impl World {
                     .await,
                 )
             }
-            6 => {
+            7 => {
                 // Attach or detach the user-assigned identity.
                 let attach = rng.chance(0.6);
                 let identity = if attach {
@@ -766,7 +772,7 @@ impl World {
                 .await;
                 (what, r)
             }
-            7 => {
+            8 => {
                 // Delete the VM, or make it again.
                 if seen.vm_identity.is_some() && rng.chance(0.5) {
                     let r = call(
@@ -791,7 +797,7 @@ impl World {
                     ("put vm1 with a system identity".into(), r)
                 }
             }
-            8 => {
+            9 => {
                 // Switch the vault's permission model, granting itself secrets on the way.
                 let rbac = !seen.rbac_vault;
                 let body = json!({"properties": {
@@ -809,7 +815,7 @@ impl World {
                 .await;
                 (what, r)
             }
-            9 => {
+            10 => {
                 let body = json!({"properties": {"accessPolicies": [{
                     "tenantId": self.t.tenant(), "objectId": actor.oid,
                     "permissions": {"secrets": ["all"]}}]}});
@@ -835,6 +841,37 @@ impl World {
                 ("open a session on vm1".into(), r)
             }
         }
+    }
+
+    /// The custom roles assigned to `principal` anywhere.
+    async fn custom_roles_of(&self, principal: Uuid) -> Vec<Uuid> {
+        let r = call(
+            &self.t.http,
+            Method::GET,
+            &self.t.arm(&format!(
+                "{}/providers/Microsoft.Authorization/roleAssignments?{RA_API}&$filter={}",
+                self.sub,
+                urlencoding::encode(&format!("principalId eq '{principal}'"))
+            )),
+            bearer(&self.admin),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let held: BTreeSet<Uuid> = r.json["value"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|a| a["properties"]["roleDefinitionId"].as_str())
+                    .filter_map(|id| id.rsplit('/').next())
+                    .filter_map(|id| Uuid::parse_str(id).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.custom
+            .iter()
+            .copied()
+            .filter(|c| held.contains(c))
+            .collect()
     }
 
     /// A harmless read, when the drawn write has nothing to act on.
