@@ -2,15 +2,19 @@
 //!
 //! Layout:
 //! - [`model`]: the records, the [`Change`]s a [`Batch`] applies atomically, and queries.
-//! - [`Store`] (here): the trait every backend implements. Writes go only through
-//!   [`Store::commit`], so multi-row changes (a resource with its identity and that
-//!   identity's role assignments) are one transaction by construction.
-//! - [`sqlite`]: the embedded default, one file in the data directory, WAL, synchronous=FULL.
-//! - [`postgres`]: the scale-out backend; portable SQL so PostgreSQL-compatible distributed
-//!   databases work too.
-//! - `sql` (private): what both backends share, written once: the entity reads and writes,
-//!   over a small `Conn` trait each backend implements, and the migration runner.
-//! - `migrations/{sqlite,postgres}/`: schema per dialect, applied at open.
+//! - [`Store`] (here): the persistence contract. Writes go only through [`Store::commit`], so
+//!   multi-row changes (a resource with its identity and that identity's role assignments)
+//!   are one transaction by construction.
+//! - [`SqlStore`]: the one implementation of [`Store`], generic over a [`Dialect`]: reads,
+//!   transactions (begin, commit or roll back, retry), migrations and the feed's turn, written
+//!   once (in the private `sql` module, with the entity reads and writes and the migration
+//!   runner, all over a small `Conn` trait every sqlx connection answers).
+//! - [`sqlite`]: the embedded dialect ([`SqliteStore`]), one file in the data directory, WAL,
+//!   synchronous=FULL, one writer connection beside a pool of readers.
+//! - [`postgres`]: the scale-out dialect ([`PgStore`]); portable SQL so PostgreSQL-compatible
+//!   distributed databases work too.
+//! - `migrations/{sqlite,postgres}/`: schema per dialect, applied at open; the steps are
+//!   listed once, in `sql/migrate.rs`.
 //! - Documents ([`DocumentRecord`]): records of the data planes (Key Vault secret versions,
 //!   blob metadata) addressed by collection and a `/`-separated key; prefixes are ranges.
 //! - [`open`]: picks the backend from a URL.
@@ -34,6 +38,7 @@ pub mod sqlite;
 
 pub use model::*;
 pub use postgres::PgStore;
+pub use sql::store::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
 use std::path::Path;

@@ -1,57 +1,30 @@
-//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`, so every
+//! The embedded dialect: one SQLite file in WAL mode with `synchronous=FULL`, so every
 //! acknowledged commit is on disk.
 //!
 //! All writes go through a single connection, so they are serialized inside the process and
-//! never meet `SQLITE_BUSY` from each other; each batch takes the write lock up front
+//! never meet `SQLITE_BUSY` from each other; each transaction takes the write lock up front
 //! (`BEGIN IMMEDIATE`). Reads use a small pool of `query_only` connections, which WAL lets
 //! run beside the writer. `busy_timeout` covers another process holding the file.
-//! With one writer, commit-feed numbers are given in commit order by construction.
+//! With one writer, commit-feed numbers are given in commit order by construction, and no
+//! transaction fails to serialize, so nothing is retried.
+//!
+//! Here: [`SqliteStore::open`] (the file, its pragmas, the two pools) and the [`Sqlite`]
+//! [`Dialect`]; the store itself is [`SqlStore`], written once for both backends.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::TryStreamExt;
-use lanyard_domain::{Principal, ResourceId, RoleAssignment, RoleDefinition, Subscription, Tenant};
 use sqlx::error::DatabaseError;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite};
-use uuid::Uuid;
-
-use crate::sql::migrate::{self, Migration};
-use crate::sql::{self, read, write, Conn, SqlRow, Statement, Value};
-use crate::{
-    ActivityRecord, AssignmentKey, AssignmentQuery, Batch, CredentialRecord, DocumentQuery,
-    DocumentRecord, FeedEntry, FeedHead, KeyRecord, LogQuery, ResourceQuery, ResourceRecord,
-    SignInRecord, Store, StoreError, StoreResult,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
 
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "initial schema",
-        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "documents of the data planes",
-        sql: include_str!("../migrations/sqlite/0002_documents.sql"),
-    },
-    Migration {
-        version: 3,
-        description: "the commit feed",
-        sql: include_str!("../migrations/sqlite/0003_feed.sql"),
-    },
-    Migration {
-        version: 4,
-        description: "the kind of each principal",
-        sql: include_str!("../migrations/sqlite/0004_principal_kind.sql"),
-    },
-];
+use crate::sql::migrate::{migrations, Migration};
+use crate::sql::store::{map_error, migrate, Sealed};
+use crate::sql::{self, RowsAffected};
+use crate::{Dialect, SqlStore, StoreError, StoreResult};
 
 /// How long a statement waits for another process's lock on the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,20 +45,59 @@ const SQLITE_FULL: i64 = 13;
 const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_NOTADB: i64 = 26;
 
-/// A [`Store`] in one SQLite file.
-pub struct SqliteStore {
-    writer: SqlitePool,
-    readers: SqlitePool,
+/// The SQLite [`Dialect`], at one database file.
+#[derive(Debug)]
+pub struct Sqlite {
     path: PathBuf,
 }
 
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+impl fmt::Display for Sqlite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sqlite database `{}`", self.path.display())
     }
 }
+
+impl Sealed for Sqlite {}
+
+impl Dialect for Sqlite {
+    type Db = sqlx::Sqlite;
+    const NAME: &'static str = "sqlite";
+    const MIGRATIONS: &'static [Migration] = migrations!("sqlite");
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const BEGIN_PRUNE: &'static str = "BEGIN IMMEDIATE";
+    const BEGIN_MIGRATE: &'static str = "BEGIN IMMEDIATE";
+    /// The one writer connection is the queue.
+    const QUEUE_FEED_APPENDS: bool = false;
+    const COMMIT_ATTEMPTS: u32 = 1;
+    const MIGRATE_ATTEMPTS: u32 = 1;
+
+    fn retryable(_: &dyn DatabaseError) -> bool {
+        false
+    }
+
+    fn classify(db: &dyn DatabaseError) -> StoreError {
+        let message = db.message().to_string();
+        match primary_code(db) {
+            Some(SQLITE_BUSY | SQLITE_LOCKED) => {
+                StoreError::Unavailable(format!("the database is locked: {message}"))
+            }
+            Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
+                StoreError::Unavailable(message)
+            }
+            Some(SQLITE_CORRUPT | SQLITE_NOTADB) => StoreError::Corrupt(message),
+            _ => sql::database_error_fallback(db),
+        }
+    }
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
+}
+
+/// A [`Store`](crate::Store) in one SQLite file.
+pub type SqliteStore = SqlStore<Sqlite>;
 
 impl SqliteStore {
     /// Opens the database at `path`, creating the file if needed (not its directory), and
@@ -106,14 +118,12 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| open_error(path, e))?;
-        migrate(&writer).await.map_err(|e| match e {
-            e @ StoreError::Unavailable(_) => e,
-            other => StoreError::Unavailable(format!(
-                "cannot migrate `{}`: {}",
-                path.display(),
-                sql::detail(other)
-            )),
-        })?;
+        let dialect = Sqlite {
+            path: path.to_path_buf(),
+        };
+        let mut first = writer.acquire().await.map_err(|e| open_error(path, e))?;
+        migrate(&dialect, &mut first).await?;
+        drop(first);
 
         // A connection to a local file does not go stale the way a network one does, so a
         // pooled reader is handed out without the ping (a round trip through its worker
@@ -131,70 +141,12 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error(path, e))?;
 
-        Ok(Self {
-            writer,
-            readers,
-            path: path.to_path_buf(),
-        })
+        Ok(Self::new(dialect, writer, readers))
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Closes every connection, waiting for them to finish. Later calls fail as unavailable.
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.readers.close().await;
-    }
-
-    async fn prune(&self, keep: u64) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| map_error(e.into()))?;
-        match write::prune_feed(&mut *tx, keep).await {
-            Ok(()) => tx.commit().await.map_err(|e| map_error(e.into())),
-            Err(e) => {
-                rollback(tx).await;
-                Err(map_error(e))
-            }
-        }
-    }
-
-    async fn reader(&self) -> StoreResult<PoolConnection<Sqlite>> {
-        self.readers
-            .acquire()
-            .await
-            .map_err(|e| map_error(e.into()))
-    }
-}
-
-async fn migrate(writer: &SqlitePool) -> StoreResult<()> {
-    let mut tx = writer
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(|e| map_error(e.into()))?;
-    match migrate::apply(&mut *tx, MIGRATIONS).await {
-        Ok(applied) => {
-            tx.commit().await.map_err(|e| map_error(e.into()))?;
-            if !applied.is_empty() {
-                tracing::info!(?applied, "sqlite schema migrated");
-            }
-            Ok(())
-        }
-        Err(e) => {
-            rollback(tx).await;
-            Err(map_error(e))
-        }
-    }
-}
-
-async fn rollback(tx: sqlx::Transaction<'_, Sqlite>) {
-    if let Err(e) = tx.rollback().await {
-        tracing::warn!(error = %map_error(e.into()), "sqlite rollback failed");
+        &self.dialect.path
     }
 }
 
@@ -229,7 +181,7 @@ fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
             ));
         }
     }
-    let why = sql::detail(map_error(e.into()));
+    let why = sql::detail(map_error::<Sqlite>(e.into()));
     StoreError::Unavailable(format!(
         "cannot open sqlite database `{}`: {why}",
         path.display()
@@ -238,248 +190,6 @@ fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
 
 fn primary_code(db: &dyn DatabaseError) -> Option<i64> {
     db.code()?.parse::<i64>().ok().map(|c| c & 0xff)
-}
-
-fn database_error(db: &dyn DatabaseError) -> StoreError {
-    let message = db.message().to_string();
-    match primary_code(db) {
-        Some(SQLITE_BUSY | SQLITE_LOCKED) => {
-            StoreError::Unavailable(format!("the database is locked: {message}"))
-        }
-        Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
-            StoreError::Unavailable(message)
-        }
-        Some(SQLITE_CORRUPT | SQLITE_NOTADB) => StoreError::Corrupt(message),
-        _ => sql::database_error_fallback(db),
-    }
-}
-
-fn map_error(e: sql::Error) -> StoreError {
-    sql::map_error(e, database_error)
-}
-
-fn query(statement: &Statement) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
-    statement
-        .args()
-        .iter()
-        .fold(sqlx::query(statement.sql()), |q, value| match value {
-            Value::Text(v) => q.bind(v.as_deref()),
-            Value::Int(v) => q.bind(*v),
-        })
-}
-
-#[async_trait]
-impl Conn for SqliteConnection {
-    type Row = SqliteRow;
-
-    async fn execute(&mut self, statement: &Statement) -> Result<u64, sqlx::Error> {
-        Ok(query(statement).execute(self).await?.rows_affected())
-    }
-
-    async fn fetch(&mut self, statement: &Statement) -> Result<Vec<SqliteRow>, sqlx::Error> {
-        query(statement).fetch_all(self).await
-    }
-
-    async fn fetch_each(
-        &mut self,
-        statement: &Statement,
-        each: &mut (dyn for<'r> FnMut(&'r SqliteRow) -> Result<(), sql::Error> + Send),
-    ) -> Result<u64, sql::Error> {
-        let mut rows = query(statement).fetch(&mut *self);
-        let mut count = 0;
-        while let Some(row) = rows.try_next().await? {
-            each(&row)?;
-            count += 1;
-        }
-        Ok(count)
-    }
-
-    async fn execute_script(&mut self, script: &str) -> Result<(), sqlx::Error> {
-        // Without binds the driver runs every statement of the script (PostgreSQL: the
-        // simple query protocol).
-        sqlx::Executor::execute(self, script).await.map(|_| ())
-    }
-}
-
-impl SqlRow for SqliteRow {
-    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
-        self.try_get(index)
-    }
-
-    fn str(&self, index: usize) -> Result<&str, sqlx::Error> {
-        self.try_get(index)
-    }
-
-    fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
-        self.try_get(index)
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn commit_seq(&self, batch: Batch) -> StoreResult<Option<u64>> {
-        if batch.is_empty() {
-            return Ok(None);
-        }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| map_error(e.into()))?;
-        match write::apply(&mut *tx, &batch).await {
-            Ok(seq) => {
-                tx.commit().await.map_err(|e| map_error(e.into()))?;
-                Ok(seq)
-            }
-            Err(e) => {
-                rollback(tx).await;
-                Err(map_error(e))
-            }
-        }
-    }
-
-    async fn meta(&self, key: &str) -> StoreResult<Option<String>> {
-        read::meta(&mut *self.reader().await?, key)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
-        read::tenants(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
-        read::subscriptions(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn resource(&self, id: &ResourceId) -> StoreResult<Option<ResourceRecord>> {
-        read::resource(&mut *self.reader().await?, id)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn resources(&self, query: &ResourceQuery) -> StoreResult<Vec<ResourceRecord>> {
-        read::resources(&mut *self.reader().await?, query)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn principal(&self, object_id: Uuid) -> StoreResult<Option<Principal>> {
-        read::principal(&mut *self.reader().await?, object_id)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn principal_by_client_id(&self, client_id: Uuid) -> StoreResult<Option<Principal>> {
-        read::principal_by_client_id(&mut *self.reader().await?, client_id)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn principals(&self) -> StoreResult<Vec<Principal>> {
-        read::principals(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn groups(&self) -> StoreResult<Vec<Principal>> {
-        read::groups(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn credentials_of(&self, principal: Uuid) -> StoreResult<Vec<CredentialRecord>> {
-        read::credentials_of(&mut *self.reader().await?, principal)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn role_definitions(&self) -> StoreResult<Vec<RoleDefinition>> {
-        read::role_definitions(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn assignment(&self, id: Uuid) -> StoreResult<Option<RoleAssignment>> {
-        read::assignment(&mut *self.reader().await?, id)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn assignments(&self, query: &AssignmentQuery) -> StoreResult<Vec<RoleAssignment>> {
-        read::assignments(&mut *self.reader().await?, query)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn scan_assignment_keys(
-        &self,
-        each: &mut (dyn for<'k> FnMut(&'k AssignmentKey) + Send),
-    ) -> StoreResult<u64> {
-        read::scan_assignment_keys(&mut *self.reader().await?, each)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn revocations(&self) -> StoreResult<Vec<(Uuid, i64)>> {
-        read::revocations(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn activity(&self, query: &LogQuery) -> StoreResult<Vec<ActivityRecord>> {
-        read::activity(&mut *self.reader().await?, query)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn sign_ins(&self, query: &LogQuery) -> StoreResult<Vec<SignInRecord>> {
-        read::sign_ins(&mut *self.reader().await?, query)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        read::keys(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn document(&self, collection: &str, key: &str) -> StoreResult<Option<DocumentRecord>> {
-        read::document(&mut *self.reader().await?, collection, key)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn documents(&self, query: &DocumentQuery) -> StoreResult<Vec<DocumentRecord>> {
-        read::documents(&mut *self.reader().await?, query)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn feed(&self, after: u64, limit: u32) -> StoreResult<Vec<FeedEntry>> {
-        read::feed(&mut *self.reader().await?, after, limit)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn feed_head(&self) -> StoreResult<FeedHead> {
-        read::feed_head(&mut *self.reader().await?)
-            .await
-            .map_err(map_error)
-    }
-
-    async fn prune_feed(&self, keep: u64) -> StoreResult<()> {
-        self.prune(keep).await
-    }
-
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! A small embedded migration runner: each dialect lists its scripts (compiled in with
-//! `include_str!`), and the versions applied are recorded in `schema_migrations`.
+//! A small embedded migration runner: the schema steps are listed once ([`migrations!`]),
+//! each dialect has its own script of every step under `migrations/{dialect}/` (compiled in
+//! with `include_str!`), and the versions applied are recorded in `schema_migrations`.
 //!
-//! The backend runs [`apply`] inside one transaction, so a failed migration leaves the
-//! schema as it was.
+//! The store runs [`apply`] inside one transaction, so a failed migration leaves the schema
+//! as it was.
 
 use time::OffsetDateTime;
 
@@ -10,11 +11,52 @@ use super::{to_nanos, Conn, Error, SqlRow, Statement};
 use crate::StoreError;
 
 /// One schema step of one dialect.
-pub(crate) struct Migration {
+#[derive(Debug)]
+pub struct Migration {
     pub(crate) version: i64,
     pub(crate) description: &'static str,
     pub(crate) sql: &'static str,
 }
+
+/// Every schema step, in order, with the scripts of one dialect: `migrations!("sqlite")`
+/// reads `migrations/sqlite/`. A new step is one line here and one script per dialect.
+macro_rules! migrations {
+    ($dialect:literal) => {
+        &[
+            $crate::sql::migrate::step!($dialect, 1, "initial schema", "0001_initial.sql"),
+            $crate::sql::migrate::step!(
+                $dialect,
+                2,
+                "documents of the data planes",
+                "0002_documents.sql"
+            ),
+            $crate::sql::migrate::step!($dialect, 3, "the commit feed", "0003_feed.sql"),
+            $crate::sql::migrate::step!(
+                $dialect,
+                4,
+                "the kind of each principal",
+                "0004_principal_kind.sql"
+            ),
+        ]
+    };
+}
+
+macro_rules! step {
+    ($dialect:literal, $version:literal, $description:literal, $file:literal) => {
+        $crate::sql::migrate::Migration {
+            version: $version,
+            description: $description,
+            sql: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $dialect,
+                "/",
+                $file
+            )),
+        }
+    };
+}
+pub(crate) use {migrations, step};
 
 /// Applies every migration not yet recorded, in order. Returns the versions it applied.
 pub(crate) async fn apply<C: Conn + ?Sized>(

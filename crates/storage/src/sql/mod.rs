@@ -1,24 +1,36 @@
 //! The SQL both backends share, written once.
 //!
-//! Each backend implements [`Conn`] over its own sqlx connection: run a [`Statement`], return
-//! rows that answer [`SqlRow`]. Everything above that — how records become rows, every
-//! [`Expect`](crate::Expect) and [`Change`](crate::Change), every query — lives in [`read`]
-//! and [`write`] and is generic over [`Conn`]. The statements use only SQL that SQLite and
-//! PostgreSQL (and its distributed cousins) read the same way, with `$n` placeholders, which
-//! both drivers accept. Where the dialects differ (schema, pragmas, transaction start, error
-//! codes) the backend module decides.
+//! - [`store`]: [`SqlStore`](store::SqlStore), the one implementation of
+//!   [`Store`](crate::Store), generic over a [`Dialect`](store::Dialect) that supplies what
+//!   differs between the databases (connecting, how transactions start, error codes, the
+//!   retry policy, the migrations directory).
+//! - [`read`] and [`write`]: how records become rows, every [`Expect`](crate::Expect) and
+//!   [`Change`](crate::Change), every query; generic over [`Conn`].
+//! - [`migrate`]: the migration runner and the list of schema steps.
+//! - Here: [`Conn`] and [`SqlRow`], implemented once for every sqlx connection and row whose
+//!   driver binds and decodes the few column types the schema uses, and [`Statement`].
+//!
+//! The statements use only SQL that SQLite and PostgreSQL (and its distributed cousins) read
+//! the same way, with `$n` placeholders, which both drivers accept.
+//!
+//! [`Conn`], [`SqlRow`], [`Statement`] and [`Error`] are `pub` only because the public
+//! [`Dialect`](store::Dialect) names them; this module is private, so nothing outside the
+//! crate can reach them.
 
 pub(crate) mod migrate;
 pub(crate) mod read;
+pub(crate) mod store;
 pub(crate) mod write;
 
 use std::fmt;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use lanyard_domain::ResourceId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::error::{DatabaseError, ErrorKind};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -26,7 +38,7 @@ use crate::StoreError;
 
 /// A connection (or a transaction on one) that runs [`Statement`]s.
 #[async_trait]
-pub(crate) trait Conn: Send {
+pub trait Conn: Send {
     type Row: SqlRow;
 
     /// Runs a statement and returns how many rows it touched.
@@ -44,11 +56,99 @@ pub(crate) trait Conn: Send {
 }
 
 /// Typed access to a column of a result row, by position.
-pub(crate) trait SqlRow: Send {
+pub trait SqlRow: Send {
     fn text(&self, index: usize) -> Result<String, sqlx::Error>;
     /// The text of a column, borrowed from the row.
     fn str(&self, index: usize) -> Result<&str, sqlx::Error>;
     fn int(&self, index: usize) -> Result<i64, sqlx::Error>;
+}
+
+/// How many rows a statement touched: each driver's result has the method, no sqlx trait
+/// names it.
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+/// `statement` as a sqlx query with its values bound.
+fn query<'q, DB>(statement: &'q Statement) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: Database,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    statement
+        .args()
+        .iter()
+        .fold(sqlx::query(statement.sql()), |q, value| match value {
+            Value::Text(v) => q.bind(v.as_deref()),
+            Value::Int(v) => q.bind(*v),
+        })
+}
+
+#[async_trait]
+impl<C> Conn for C
+where
+    C: sqlx::Connection,
+    for<'e> &'e mut C: Executor<'e, Database = C::Database>,
+    for<'q> <C::Database as Database>::Arguments<'q>: IntoArguments<'q, C::Database>,
+    for<'q> Option<&'q str>: Encode<'q, C::Database> + Type<C::Database>,
+    for<'q> Option<i64>: Encode<'q, C::Database> + Type<C::Database>,
+    <C::Database as Database>::Row: SqlRow,
+    <C::Database as Database>::QueryResult: RowsAffected,
+{
+    type Row = <C::Database as Database>::Row;
+
+    async fn execute(&mut self, statement: &Statement) -> Result<u64, sqlx::Error> {
+        Ok(query::<C::Database>(statement)
+            .execute(self)
+            .await?
+            .rows_affected())
+    }
+
+    async fn fetch(&mut self, statement: &Statement) -> Result<Vec<Self::Row>, sqlx::Error> {
+        query::<C::Database>(statement).fetch_all(self).await
+    }
+
+    async fn fetch_each(
+        &mut self,
+        statement: &Statement,
+        each: &mut (dyn for<'r> FnMut(&'r Self::Row) -> Result<(), Error> + Send),
+    ) -> Result<u64, Error> {
+        let mut rows = query::<C::Database>(statement).fetch(&mut *self);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            each(&row)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    async fn execute_script(&mut self, script: &str) -> Result<(), sqlx::Error> {
+        // Without binds the driver runs every statement of the script (PostgreSQL: the
+        // simple query protocol).
+        Executor::execute(self, script).await.map(|_| ())
+    }
+}
+
+impl<R> SqlRow for R
+where
+    R: sqlx::Row,
+    usize: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn str(&self, index: usize) -> Result<&str, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(index)
+    }
 }
 
 /// A value bound to a placeholder. Nulls carry their type, as PostgreSQL needs.
@@ -103,7 +203,7 @@ impl From<Option<Uuid>> for Value {
 
 /// SQL text with its binds. Placeholders are `$1`, `$2`, ... in bind order.
 #[derive(Debug)]
-pub(crate) struct Statement {
+pub struct Statement {
     sql: String,
     args: Vec<Value>,
     has_where: bool,
@@ -210,7 +310,7 @@ impl Statement {
 /// A failure inside the shared code: a driver error the backend still has to classify (it
 /// may be a retryable serialization failure), or an already decided [`StoreError`].
 #[derive(Debug)]
-pub(crate) enum Error {
+pub enum Error {
     Sql(sqlx::Error),
     Store(StoreError),
 }
