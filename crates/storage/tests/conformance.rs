@@ -21,7 +21,7 @@ use lanyard_storage::{
     DocumentRecord, Expect, FeedChange, FeedHead, KeyRecord, LogQuery, ResourceQuery,
     ResourceRecord, SignInRecord, Store, StoreError,
 };
-use lanyard_testkit::db::{fresh_postgres_url, fresh_sqlite_path};
+use lanyard_testdb::{fresh_postgres_url, fresh_sqlite_path};
 use serde_json::json;
 use time::macros::offset;
 use time::OffsetDateTime;

@@ -1,4 +1,6 @@
-//! A fresh database for each test.
+//! A fresh database for each test. Used by the storage conformance suite and, through
+//! `lanyard_testkit::db`, by the server's tests; it links no Lanyard crate, so the storage
+//! crate's tests build without the server.
 //!
 //! - [`fresh_sqlite_path`]: a database file path inside a new temporary directory, removed
 //!   when the returned [`TestSqlite`] drops.
