@@ -182,6 +182,7 @@ async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, Ap
 fn reason(r: &MissReason) -> &'static str {
     match r {
         MissReason::OutOfScope { .. } => "OutOfScope",
+        MissReason::NotAssignable { .. } => "NotAssignable",
         MissReason::Excluded { .. } => "Excluded",
         MissReason::OtherKind { .. } => "OtherKind",
         MissReason::NotGranted => "NotGranted",
