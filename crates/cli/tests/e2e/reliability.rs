@@ -13,6 +13,8 @@
 //! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
+//! - `rbac_attacks`: raising one's own rights through custom roles, a vault's permission
+//!   model or `access explain`, on both backends: refused with ARM's 403.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
@@ -23,6 +25,7 @@ mod identity_attacks;
 mod keys;
 mod kit;
 mod matrix;
+mod rbac_attacks;
 mod secrets;
 mod soak;
 mod token_attacks;
