@@ -397,6 +397,7 @@ pub fn arm_bodies(data: &[u8]) {
             "5b8f0000-0000-4000-8000-000000000002",
             &body,
             &[],
+            std::slice::from_ref(&group_id),
         )
     });
     let vault_ctx = lanyard_keyvault::vault::VaultContext {
@@ -406,10 +407,18 @@ pub fn arm_bodies(data: &[u8]) {
     if let Ok(props) = lanyard_keyvault::vault::validate_put(&body, None, &vault_ctx) {
         let stored = json!({ "properties": props });
         // What was accepted once is accepted again unchanged.
+        let again = lanyard_keyvault::vault::validate_patch(&json!({}), &stored, &vault_ctx);
         assert!(
-            lanyard_keyvault::vault::validate_patch(&json!({}), &stored, &vault_ctx).is_ok(),
+            again.is_ok(),
             "accepted vault properties refused on re-validation: {stored}"
         );
+        // A write that does not name the permission model never switches it.
+        if let Ok(again) = again {
+            assert!(
+                !lanyard_keyvault::vault::switches_permission_model(&stored, &again),
+                "an empty PATCH switched the permission model: {stored}"
+            );
+        }
     }
     let mut merged = vm.body.clone();
     lanyard_arm::shape::merge_patch(&mut merged, &body);

@@ -92,6 +92,8 @@ pub enum ArmError {
     BuiltInRoleReadOnly(String),
     #[error("There are existing role assignments referencing role '{0}'. Delete them first.")]
     RoleDefinitionHasAssignments(String),
+    #[error("Role '{role}' is assigned at '{scope}', which the new assignableScopes do not cover. Keep an assignable scope that covers every existing assignment of the role, or delete those assignments first.")]
+    RoleDefinitionAssignedOutside { role: String, scope: String },
     #[error("The $filter '{0}' is not supported.")]
     UnsupportedFilter(String),
     #[error("The $skiptoken '{0}' is not valid.")]
@@ -124,6 +126,7 @@ impl ArmError {
             | Self::RoleAssignmentUpdateNotPermitted
             | Self::RoleDefinitionWithSameNameExists(_)
             | Self::RoleDefinitionHasAssignments(_)
+            | Self::RoleDefinitionAssignedOutside { .. }
             | Self::Conflict => StatusCode::CONFLICT,
             Self::BuiltInRoleReadOnly(_) => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -168,7 +171,9 @@ impl ArmError {
             Self::NotAssignable { .. } => "InvalidCreateRoleAssignmentRequest",
             Self::RoleDefinitionWithSameNameExists(_) => "RoleDefinitionWithSameNameExists",
             Self::BuiltInRoleReadOnly(_) => "BuiltInRoleDefinitionCannotBeModified",
-            Self::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
+            Self::RoleDefinitionHasAssignments(_) | Self::RoleDefinitionAssignedOutside { .. } => {
+                "RoleDefinitionHasAssignments"
+            }
             Self::UnsupportedFilter(_) => "InvalidFilterInQueryString",
             Self::InvalidSkipToken(_) => "InvalidSkipToken",
             Self::InvalidTop(_) => "InvalidQueryParameterValue",

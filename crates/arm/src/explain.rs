@@ -5,16 +5,29 @@
 //! `{"allowed", "explanation", "grant"}` when allowed, `{"allowed", "explanation", "misses",
 //! "rolesThatGrant"}` when denied: the nearest misses among the principal's assignments,
 //! and the least-privileged roles that would grant the action if assigned at the scope or
-//! above. Asking needs `Microsoft.Authorization/roleAssignments/read` at the scope (held
-//! through `*/read` or `Microsoft.Authorization/*/read`), like reading the assignments that
-//! decide the answer; a refusal is logged like any other.
+//! above. `partial` says whether assignments may have been left out.
+//!
+//! Who may ask, and what the answer shows:
+//! - About itself: anyone, as on Azure, where a principal may check its own access. Its
+//!   own assignments (direct and through its groups) are its own to see; a denied call
+//!   already explains them in its 403.
+//! - About another principal: the caller needs `Microsoft.Authorization/roleAssignments/read`
+//!   at the scope (held through `*/read` or `Microsoft.Authorization/*/read`); a refusal is
+//!   logged like any other. The answer shows only assignments the caller could list itself:
+//!   those at or above the scope (what `atScope()` lists there), and those at scopes where
+//!   it holds that read. Others are left out, the explanation says that some may exist, the
+//!   count of assignments considered is not given, and the principal's display name is
+//!   shown to the tenant's administrator only (names come from Graph, which only it reads).
+//!   The verdict itself reveals nothing more: every assignment that can decide it lies at
+//!   or above the scope, where the caller may list them (with the principal's groups,
+//!   through `assignedTo()`), and role definitions are readable by all.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use lanyard_authz::{AccessRequest, ActionKind, ActionPattern, Decision, MissReason};
+use lanyard_authz::{AccessRequest, ActionKind, ActionPattern, Decision, Denial, MissReason};
 use lanyard_domain::{builtin, ResourceId, RoleDefinition};
 use lanyard_platform::ApiError;
 use serde::Deserialize;
@@ -37,6 +50,11 @@ const READ: &str = "Microsoft.Authorization/roleAssignments/read";
 
 /// Roles suggested in a denial, at most.
 const SUGGESTIONS: usize = 3;
+
+/// Misses the engine is asked for when some may be left out, before filtering: enough
+/// that those shown are the nearest the caller may see, bounded for a principal that holds
+/// very many assignments.
+const CANDIDATE_MISSES: usize = 4096;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -94,7 +112,10 @@ async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, Ap
         body,
         progress: crate::request::Progress::default(),
     };
-    arm.authorize(&call, READ, &scope).await?;
+    let own = question.principal_id == call.caller.object_id;
+    if !own {
+        arm.authorize(&call, READ, &scope).await?;
+    }
 
     let (kind, request) = if question.data_action {
         (
@@ -107,15 +128,48 @@ async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, Ap
             AccessRequest::control(question.principal_id, &question.action, &scope),
         )
     };
-    let decision = state.access.check(&request);
-    let name = state
-        .store
-        .principal(question.principal_id)
-        .await
-        .ok()
-        .flatten()
-        .map(|p| p.display_name);
-    let explanation = decision.explain_as(name.as_deref());
+    let decision = if own {
+        state.access.check(&request)
+    } else {
+        // Everything the engine would say, then only what the caller may list.
+        let decision = state
+            .access
+            .with_index(|index| index.check_explaining(&request, CANDIDATE_MISSES));
+        match decision {
+            Decision::Deny(d) => Decision::Deny(visible_only(arm, &call, &scope, d)),
+            allowed => allowed,
+        }
+    };
+    let names_visible = own || call.caller.object_id == state.directory.admin_object_id;
+    let name = if names_visible {
+        state
+            .store
+            .principal(question.principal_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|p| p.display_name)
+    } else {
+        None
+    };
+    let explanation = match &decision {
+        Decision::Deny(d) if !own && d.misses.is_empty() => format!(
+            "`{who}` may not perform {noun} `{action}` on `{scope}`: none of the role assignments of `{who}` that you may read (direct or through groups) applies to this scope or grants this {noun}",
+            who = name.clone().unwrap_or_else(|| question.principal_id.to_string()),
+            noun = kind.noun(),
+            action = question.action,
+            scope = scope.as_str(),
+        ),
+        d => d.explain_as(name.as_deref()),
+    };
+    let explanation = if own || decision.is_allowed() {
+        explanation
+    } else {
+        format!(
+            "{explanation}. Only role assignments you may read are shown: those at or above `{}`, and those at scopes where you hold '{READ}'. Others may exist elsewhere; none of them applies at this scope",
+            scope.as_str()
+        )
+    };
     Ok(match decision {
         Decision::Allow(g) => json!({
             "allowed": true,
@@ -125,6 +179,7 @@ async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, Ap
             "dataAction": question.data_action,
             "scope": scope.as_str(),
             "explanation": explanation,
+            "partial": false,
             "grant": {
                 "assignmentId": g.assignment_id,
                 "assigneeId": g.assignee_id,
@@ -161,7 +216,8 @@ async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, Ap
                 "dataAction": question.data_action,
                 "scope": scope.as_str(),
                 "explanation": explanation,
-                "assignmentsConsidered": d.assignments_considered,
+                "partial": !own,
+                "assignmentsConsidered": own.then_some(d.assignments_considered),
                 "misses": d.misses.iter().map(|m| json!({
                     "assignmentId": m.assignment_id,
                     "assigneeId": m.assignee_id,
@@ -179,9 +235,25 @@ async fn answer(arm: &Arm, headers: &HeaderMap, body: Bytes) -> Result<Value, Ap
     })
 }
 
+/// `denial` with only the misses the caller of `call` could list itself: assignments at or
+/// above `scope` (where it holds `roleAssignments/read`, checked before), or at a scope
+/// where it holds that read. At most [`Denial::MAX_MISSES`] are kept, nearest first; the
+/// count of assignments considered is dropped.
+fn visible_only(arm: &Arm, call: &Call, scope: &ResourceId, mut denial: Denial) -> Denial {
+    denial.misses.retain(|m| {
+        ResourceId::parse(&m.assignment_scope)
+            .is_ok_and(|at| scope.is_within(&at) || arm.allowed(call, READ, &at))
+    });
+    denial.more_misses = denial.misses.len().saturating_sub(Denial::MAX_MISSES);
+    denial.misses.truncate(Denial::MAX_MISSES);
+    denial.assignments_considered = 0;
+    denial
+}
+
 fn reason(r: &MissReason) -> &'static str {
     match r {
         MissReason::OutOfScope { .. } => "OutOfScope",
+        MissReason::NotAssignable { .. } => "NotAssignable",
         MissReason::Excluded { .. } => "Excluded",
         MissReason::OtherKind { .. } => "OtherKind",
         MissReason::NotGranted => "NotGranted",

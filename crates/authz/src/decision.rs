@@ -167,8 +167,8 @@ pub struct Denial {
     pub kind: ActionKind,
     /// The requested scope.
     pub scope: String,
-    /// Nearest first: right role at the wrong scope, then covering assignments whose role
-    /// excludes or lacks the action. At most [`Denial::MAX_MISSES`] from
+    /// Nearest first: right role at the wrong scope or ignored (not assignable at its own
+    /// scope), then covering assignments whose role excludes or lacks the action. At most [`Denial::MAX_MISSES`] from
     /// [`crate::AccessIndex::check`]; any number from `check_explaining`.
     pub misses: Vec<Miss>,
     /// Misses left out of `misses` to bound the size of a denial.
@@ -252,6 +252,9 @@ pub struct Miss {
 pub enum MissReason {
     /// The role grants the action, but the assignment's scope does not cover the request.
     OutOfScope { granted_by: Arc<str> },
+    /// The role grants the action, but it is not assignable at the assignment's scope
+    /// (outside its `assignableScopes`), so the assignment is ignored.
+    NotAssignable { granted_by: Arc<str> },
     /// The assignment covers the request; its role's `granted_by` entry matches, but an
     /// exclusion of the same permission block (`notActions`/`notDataActions`) removes it.
     Excluded {
@@ -284,6 +287,9 @@ impl Miss {
             MissReason::OutOfScope { .. } => format!(
                 "{holder} {role} at `{at}`, which grants `{action}` there; {}",
                 where_request_is(&d.scope, at)
+            ),
+            MissReason::NotAssignable { .. } => format!(
+                "{holder} {role} at `{at}`, which grants `{action}`, but that assignment is ignored: the role is not assignable at `{at}` (outside its assignableScopes)"
             ),
             MissReason::Excluded {
                 granted_by,

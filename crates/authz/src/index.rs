@@ -17,8 +17,10 @@
 //! A check looks up the principal, hashes the prefixes of the request's scope once, then
 //! walks only that principal's (and its groups') assignments: one whose scope hash equals
 //! the request's prefix hash at its depth, and whose role grants the action, is confirmed
-//! by comparing the scope text. Cost: O(depth + assignments of the principal and its
-//! groups), independent of the total, with a handful of memory reads.
+//! by comparing the scope text, and honoured only if its role is assignable at that scope
+//! (at or below one of the role's `assignableScopes`; built-in roles everywhere, answered
+//! without reading anything). Cost: O(depth + assignments of the principal and its
+//! groups), independent of the total, with a handful of memory reads; no allocation.
 
 use std::mem::size_of;
 use std::sync::Arc;
@@ -699,7 +701,8 @@ impl AccessIndex {
 
     /// Adds a role assignment, replacing one with the same id. The role definition may be
     /// loaded before or after. Assignability is not checked here (see
-    /// [`crate::check_assignable`]); the index mirrors what storage holds.
+    /// [`crate::check_assignable`]); the index mirrors what storage holds, and a check
+    /// ignores an assignment whose role is not assignable at its scope.
     pub fn add_assignment(&mut self, assignment: &RoleAssignment) {
         self.remove_assignment(assignment.id);
         let p = self.intern_principal(assignment.principal_id);
@@ -953,7 +956,8 @@ impl AccessIndex {
     }
 
     /// The first assignment in `held` that allows the request: its role slot, its info and
-    /// the pattern that matched.
+    /// the pattern that matched. An assignment whose role is not assignable at its scope
+    /// allows nothing.
     #[inline]
     fn grant_among<'s>(
         &'s self,
@@ -970,8 +974,8 @@ impl AccessIndex {
             let info = held.info.get(i)?;
             // INVARIANT: a grant needs the text test; the hash alone never decides.
             let scope = self.scopes.entry(info.scope)?;
-            prefixes
-                .within(&scope.text)
+            // INVARIANT: an assignment outside its role's assignable scopes grants nothing.
+            (prefixes.within(&scope.text) && role.assignable_at(&scope.text))
                 .then_some((k.role, info, pattern))
         })
     }
@@ -1028,25 +1032,39 @@ impl AccessIndex {
                 considered += holder.assignments.keys.len();
                 for (h, info) in holder.assignments.iter() {
                     let role = self.role_slot(h.role).and_then(|r| r.role.as_ref());
-                    let covers = prefixes.may_cover(h)
-                        && self
-                            .scopes
+                    let covering_scope = if prefixes.may_cover(h) {
+                        self.scopes
                             .entry(info.scope)
-                            .is_some_and(|e| prefixes.within(&e.text));
-                    let miss = if covers {
-                        covering_pending(role, req, ns)
+                            .filter(|e| prefixes.within(&e.text))
+                    } else {
+                        None
+                    };
+                    let miss = if let Some(scope) = covering_scope {
+                        covering_pending(role, req, ns, &scope.text)
                     } else {
                         let grants = grants_memo.get_or(h.role, || {
                             role.and_then(|r| r.grants_in(req.action, ns, req.kind))
                         });
                         grants.map(|p| (0, Pending::OutOfScope(p)))
                     };
-                    if let Some((rank, reason)) = miss {
+                    if let Some((rank, mut reason)) = miss {
                         if !nearest.may_keep(rank) {
                             // Counted, but farther than every kept miss whatever its
                             // closeness: leave its info unread.
                             nearest.total += 1;
                             continue;
+                        }
+                        if let (Pending::OutOfScope(p), Some(r)) = (reason, role) {
+                            // Same rank either way; the scope is read only for a role with
+                            // assignable scopes, and only for a miss that may be reported.
+                            if !r.assignable_everywhere()
+                                && !self
+                                    .scopes
+                                    .entry(info.scope)
+                                    .is_some_and(|e| r.assignable_at(&e.text))
+                            {
+                                reason = Pending::NotAssignable(p);
+                            }
                         }
                         nearest.offer(Candidate {
                             key: candidate_key(
@@ -1131,13 +1149,13 @@ impl AccessIndex {
                 for (h, info) in holder.assignments.iter() {
                     considered += 1;
                     let role = self.role_slot(h.role).and_then(|r| r.role.as_ref());
-                    let covers = prefixes.may_cover(h)
-                        && self
-                            .scopes
-                            .entry(info.scope)
-                            .is_some_and(|e| prefixes.within(&e.text));
+                    let scope_text = self.scopes.entry(info.scope).map(|e| &*e.text);
+                    let covers =
+                        prefixes.may_cover(h) && scope_text.is_some_and(|t| prefixes.within(t));
+                    let assignable =
+                        scope_text.is_some_and(|t| role.is_none_or(|r| r.assignable_at(t)));
                     let miss = if covers {
-                        covering_miss(role, req)
+                        covering_miss(role, req, assignable)
                     } else {
                         let grants = match grants_memo.get(h.role as usize).copied().flatten() {
                             Some(known) => known,
@@ -1150,12 +1168,13 @@ impl AccessIndex {
                             }
                         };
                         grants.map(|p| {
-                            (
-                                0,
-                                MissReason::OutOfScope {
-                                    granted_by: Arc::clone(p.text()),
-                                },
-                            )
+                            let granted_by = Arc::clone(p.text());
+                            let reason = if assignable {
+                                MissReason::OutOfScope { granted_by }
+                            } else {
+                                MissReason::NotAssignable { granted_by }
+                            };
+                            (0, reason)
                         })
                     };
                     if let Some((rank, reason)) = miss {
@@ -1320,6 +1339,7 @@ fn candidate_key(rank: u8, closeness: u8, depth: u32, slot: u32) -> u64 {
 #[derive(Debug, Clone, Copy)]
 enum Pending<'r> {
     OutOfScope(&'r ActionPattern),
+    NotAssignable(&'r ActionPattern),
     Excluded(&'r ActionPattern, &'r ActionPattern),
     OtherKind(&'r ActionPattern),
     NotGranted,
@@ -1330,6 +1350,9 @@ impl Pending<'_> {
     fn share(&self) -> MissReason {
         match *self {
             Self::OutOfScope(p) => MissReason::OutOfScope {
+                granted_by: Arc::clone(p.text()),
+            },
+            Self::NotAssignable(p) => MissReason::NotAssignable {
                 granted_by: Arc::clone(p.text()),
             },
             Self::Excluded(g, x) => MissReason::Excluded {
@@ -1452,11 +1475,13 @@ impl<'r> RoleMemo<'r> {
 }
 
 /// Why an assignment covering the request did not allow it (rank, reason); `ns` is the
-/// action's namespace.
+/// action's namespace, `scope` the assignment's scope. A role that grants the action there
+/// is one not assignable at `scope`: ranked with the nearest, as the fix is at hand.
 fn covering_pending<'r>(
     role: Option<&'r CompiledRole>,
     req: &AccessRequest<'_>,
     ns: &str,
+    scope: &str,
 ) -> Option<(u8, Pending<'r>)> {
     match role.map(|r| r.verdict_in(req.action, ns, req.kind)) {
         None => Some((4, Pending::RoleNotFound)),
@@ -1468,14 +1493,26 @@ fn covering_pending<'r>(
             other_kind: Some(p),
         }) => Some((2, Pending::OtherKind(p))),
         Some(RoleVerdict::NotGranted { other_kind: None }) => Some((3, Pending::NotGranted)),
-        // Unreachable after a failed search; say nothing rather than lie.
-        Some(RoleVerdict::Granted) => None,
+        Some(RoleVerdict::Granted) => {
+            let role = role?;
+            if role.assignable_at(scope) {
+                // Unreachable after a failed search; say nothing rather than lie.
+                return None;
+            }
+            role.grants_in(req.action, ns, req.kind)
+                .map(|p| (0, Pending::NotAssignable(p)))
+        }
     }
 }
 
-/// Why an assignment covering the request did not allow it (rank, reason).
+/// Why an assignment covering the request did not allow it (rank, reason); `assignable`:
+/// whether its role may be assigned at its scope.
 #[cfg(test)]
-fn covering_miss(role: Option<&CompiledRole>, req: &AccessRequest<'_>) -> Option<(u8, MissReason)> {
+fn covering_miss(
+    role: Option<&CompiledRole>,
+    req: &AccessRequest<'_>,
+    assignable: bool,
+) -> Option<(u8, MissReason)> {
     match role.map(|r| r.verdict(req.action, req.kind)) {
         None => Some((4, MissReason::RoleNotFound)),
         Some(RoleVerdict::Excluded {
@@ -1497,6 +1534,16 @@ fn covering_miss(role: Option<&CompiledRole>, req: &AccessRequest<'_>) -> Option
             },
         )),
         Some(RoleVerdict::NotGranted { other_kind: None }) => Some((3, MissReason::NotGranted)),
+        Some(RoleVerdict::Granted) if !assignable => {
+            role.and_then(|r| r.grants(req.action, req.kind)).map(|p| {
+                (
+                    0,
+                    MissReason::NotAssignable {
+                        granted_by: Arc::clone(p.text()),
+                    },
+                )
+            })
+        }
         // Unreachable after a failed search; say nothing rather than lie.
         Some(RoleVerdict::Granted) => None,
     }
@@ -1558,14 +1605,24 @@ mod denial_tests {
         }
     }
 
+    /// A custom role; roles 1 and 3 are assignable only in part of the scopes used, so that
+    /// ignored assignments are among the misses.
     fn custom(n: u128, name: &str, permissions: Vec<Permission>) -> RoleDefinition {
+        let assignable_scopes = match n {
+            1 => vec![ResourceId::parse("/subscriptions/s1").unwrap()],
+            3 => vec![
+                ResourceId::parse("/subscriptions/S2/resourceGroups/rg1").unwrap(),
+                ResourceId::parse("/subscriptions/s3").unwrap(),
+            ],
+            _ => vec![ResourceId::root()],
+        };
         RoleDefinition {
             id: Uuid::from_u128(0xc0_0000 + n),
             role_name: name.to_string(),
             description: String::new(),
             role_type: RoleType::CustomRole,
             permissions,
-            assignable_scopes: vec![ResourceId::root()],
+            assignable_scopes,
         }
     }
 
@@ -1672,6 +1729,7 @@ mod denial_tests {
         let holders: Vec<Uuid> = principals.iter().chain(&groups).copied().collect();
         let mut compared = 0;
         let mut with_more = 0;
+        let mut ignored = 0;
         for seed in 1..=40u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             // Some roles are missing (never loaded, or removed below).
@@ -1743,6 +1801,11 @@ mod denial_tests {
                             assert_eq!(a.explain_as(Some("p")), b.explain_as(Some("p")));
                             compared += 1;
                             with_more += usize::from(a.more_misses > 0);
+                            ignored += usize::from(
+                                a.misses
+                                    .iter()
+                                    .any(|m| matches!(m.reason, MissReason::NotAssignable { .. })),
+                            );
                         }
                         (a, b) => panic!("{req:?}: {a:?} vs {b:?}"),
                     }
@@ -1751,8 +1814,8 @@ mod denial_tests {
         }
         // Both regimes (all candidates kept, some left out) must be well represented.
         assert!(
-            compared > 10_000 && with_more > 2_000,
-            "{compared} / {with_more}"
+            compared > 10_000 && with_more > 2_000 && ignored > 500,
+            "{compared} / {with_more} / {ignored}"
         );
     }
 }

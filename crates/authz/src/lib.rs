@@ -12,7 +12,8 @@
 //! - [`decision`]: [`AccessRequest`] and the explained [`Decision`] (the [`Grant`] that
 //!   allowed it, or the [`Denial`] with its nearest [`Miss`]es).
 //! - [`assignable`]: [`check_assignable`], refusing assignments outside a role's
-//!   `assignableScopes` with a [`NotAssignable`] that says where the role may go.
+//!   `assignableScopes` with a [`NotAssignable`] that says where the role may go. Checks
+//!   apply the same rule: such an assignment, if stored anyway, is ignored.
 //! - [`policy`]: Key Vault access policies ([`AccessPolicy`]), a second and separate
 //!   evaluator ([`check_secret_permission`], [`check_access_policy`]).
 //! - [`reference`](mod@reference): a naive evaluator written for clarity, the oracle for tests.
@@ -37,9 +38,11 @@
 //!
 //! Semantics: a principal may perform an action at a scope when some role assignment to
 //! it, or to a group it belongs to (transitively), sits at that scope or above it (`/`,
-//! subscription, resource group, resource, child resource), and that assignment's role
-//! has a permission block whose allow list of the request's kind matches the action and
-//! whose exclusion list of that kind does not. Exclusions (`notActions`,
+//! subscription, resource group, resource, child resource), whose role may be assigned at
+//! the assignment's scope (at or below one of its `assignableScopes`; built-in roles
+//! anywhere: an assignment left outside them by a change of the role grants nothing), and
+//! that role has a permission block whose allow list of the request's kind matches the
+//! action and whose exclusion list of that kind does not. Exclusions (`notActions`,
 //! `notDataActions`) subtract only within their own block of their own role. Control
 //! actions (`actions`) and data actions (`dataActions`) are separate spaces: `*` in
 //! `actions` never grants a data action. Assignment conditions (ABAC) are not evaluated.

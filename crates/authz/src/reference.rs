@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lanyard_domain::{Permission, RoleAssignment, RoleDefinition};
+use lanyard_domain::{Permission, ResourceId, RoleAssignment, RoleDefinition, RoleType};
 use uuid::Uuid;
 
 use crate::decision::{AccessRequest, ActionKind};
@@ -21,8 +21,9 @@ pub struct Environment {
 }
 
 /// Whether `request` is allowed in `env`: some assignment to the principal or one of its
-/// groups, at the request's scope or above, has a role whose permission block of the
-/// request's kind allows the action and does not exclude it.
+/// groups, at the request's scope or above, has a role that may be assigned at the
+/// assignment's scope and whose permission block of the request's kind allows the action
+/// and does not exclude it.
 pub fn is_allowed(env: &Environment, request: &AccessRequest<'_>) -> bool {
     let identities = identities_of(env, request.principal);
     env.assignments.iter().any(|assignment| {
@@ -32,8 +33,18 @@ pub fn is_allowed(env: &Environment, request: &AccessRequest<'_>) -> bool {
                 .roles
                 .iter()
                 .find(|role| role.id == assignment.role_definition_id)
-                .is_some_and(|role| role_grants(role, request.action, request.kind))
+                .is_some_and(|role| {
+                    assignable_at(role, &assignment.scope)
+                        && role_grants(role, request.action, request.kind)
+                })
     })
+}
+
+/// Whether `role` may be assigned at `scope`: a built-in role anywhere, a custom role at or
+/// below one of its `assignableScopes`.
+pub fn assignable_at(role: &RoleDefinition, scope: &ResourceId) -> bool {
+    role.role_type == RoleType::BuiltInRole
+        || role.assignable_scopes.iter().any(|s| scope.is_within(s))
 }
 
 /// The principal and every group it belongs to, directly or through other groups.

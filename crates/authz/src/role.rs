@@ -1,11 +1,12 @@
-//! Role definitions compiled into matchers.
+//! Role definitions compiled into matchers, with the scopes they may be assigned at.
 
 use std::sync::Arc;
 
-use lanyard_domain::RoleDefinition;
+use lanyard_domain::{RoleDefinition, RoleType};
 use uuid::Uuid;
 
 use crate::decision::ActionKind;
+use crate::hash::eq_ignore_case;
 use crate::pattern::ActionPattern;
 
 /// Lower-cased namespace and the indices of its patterns, ascending.
@@ -127,11 +128,25 @@ impl Block {
     }
 }
 
-/// A role definition compiled for evaluation: its permission blocks as matchers.
+/// A role definition compiled for evaluation: its permission blocks as matchers, and where
+/// it may be assigned.
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRole {
     pub(crate) name: Arc<str>,
     blocks: Box<[Block]>,
+    /// The keys (lower case) of the role's `assignableScopes`; `None` when it is assignable
+    /// everywhere (a built-in role, or `/` among them).
+    assignable: Option<Box<[Box<str>]>>,
+}
+
+/// Whether the scope text `inner` is `outer` or below it, ASCII case ignored. Allocates
+/// nothing.
+#[inline]
+pub(crate) fn scope_text_within(inner: &[u8], outer: &[u8]) -> bool {
+    outer == b"/"
+        || (inner.len() >= outer.len()
+            && eq_ignore_case(&inner[..outer.len()], outer)
+            && (inner.len() == outer.len() || inner[outer.len()] == b'/'))
 }
 
 /// Why a role does or does not grant an action (for explanations).
@@ -152,8 +167,16 @@ pub(crate) enum RoleVerdict<'r> {
 
 impl CompiledRole {
     pub(crate) fn compile(role: &RoleDefinition) -> Self {
+        let everywhere = role.role_type == RoleType::BuiltInRole
+            || role.assignable_scopes.iter().any(|s| s.is_root());
         Self {
             name: Arc::from(role.role_name.as_str()),
+            assignable: (!everywhere).then(|| {
+                role.assignable_scopes
+                    .iter()
+                    .map(|s| Box::from(s.key()))
+                    .collect()
+            }),
             blocks: role
                 .permissions
                 .iter()
@@ -165,6 +188,27 @@ impl CompiledRole {
                 })
                 .collect(),
         }
+    }
+
+    /// Whether an assignment of this role at `scope` (a scope's text, any casing) is honoured:
+    /// `scope` lies at or below one of the role's assignable scopes. An assignment outside
+    /// them (left behind by a change of the role, or written around the control plane's
+    /// check) grants nothing. No allocation; built-in roles answer at once.
+    #[inline]
+    pub(crate) fn assignable_at(&self, scope: &str) -> bool {
+        match &self.assignable {
+            None => true,
+            Some(scopes) => scopes
+                .iter()
+                .any(|s| scope_text_within(scope.as_bytes(), s.as_bytes())),
+        }
+    }
+
+    /// Whether the role may be assigned at any scope (so [`Self::assignable_at`] needs no
+    /// scope).
+    #[inline]
+    pub(crate) fn assignable_everywhere(&self) -> bool {
+        self.assignable.is_none()
     }
 
     /// The pattern that grants `action`, if any: the union over blocks of
@@ -226,6 +270,9 @@ impl CompiledRole {
     /// Approximate heap bytes held by this role's matchers.
     pub(crate) fn heap_bytes(&self) -> usize {
         16 + self.name.len()
+            + self.assignable.as_ref().map_or(0, |scopes| {
+                scopes.iter().map(|s| 16 + s.len()).sum::<usize>()
+            })
             + self
                 .blocks
                 .iter()

@@ -8,6 +8,12 @@
 //!   set), purge protection (cannot be turned off), and the read-only `vaultUri`.
 //! - [`apply_access_policy_operation`]: `PUT {vault}/accessPolicies/{add|replace|remove}`,
 //!   and [`access_policy_response`], its answer.
+//! - [`switches_permission_model`]: whether a write moves an existing vault between the RBAC
+//!   and access-policy models, which needs [`PERMISSION_MODEL_ACTION`] at the vault besides
+//!   `vaults/write`: either model decides who reads the vault's secrets, and under RBAC only
+//!   those who manage role assignments (Owner, User Access Administrator) grant data access.
+//!   Editing access policies of a vault in access-policy mode needs only vault write, as on
+//!   Azure.
 //!
 //! A PUT that leaves out `enableRbacAuthorization`, `softDeleteRetentionInDays`,
 //! `enablePurgeProtection`, `accessPolicies` or `tenantId` keeps the vault's current value,
@@ -27,6 +33,10 @@ pub const MIN_RETENTION_DAYS: i64 = 7;
 pub const MAX_RETENTION_DAYS: i64 = 90;
 /// Azure's limit on access policy entries per vault.
 pub const MAX_ACCESS_POLICIES: usize = 1024;
+
+/// What switching an existing vault's permission model (`enableRbacAuthorization`, either
+/// way) needs at the vault, in addition to `Microsoft.KeyVault/vaults/write`.
+pub const PERMISSION_MODEL_ACTION: &str = "Microsoft.Authorization/roleAssignments/write";
 
 /// Properties a client may send but never sets.
 const READ_ONLY: &[&str] = &[
@@ -323,6 +333,15 @@ fn policies_json(policies: &[AccessPolicy]) -> Value {
     serde_json::to_value(policies).unwrap_or_else(|_| json!([]))
 }
 
+/// Whether storing `properties` (as [`validate_put`] or [`validate_patch`] made them) over
+/// the stored vault body `existing` switches the vault between the RBAC and access-policy
+/// permission models. A stored body without the flag is in access-policy mode, as the data
+/// plane reads it ([`VaultSettings::from_body`]).
+pub fn switches_permission_model(existing: &Value, properties: &Value) -> bool {
+    let rbac = |props: &Value| props["enableRbacAuthorization"].as_bool().unwrap_or(false);
+    rbac(&existing["properties"]) != rbac(properties)
+}
+
 /// The three access policy operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessPolicyOperation {
@@ -554,6 +573,61 @@ mod tests {
         assert_eq!(props["accessPolicies"], json!([]));
         assert!(props.get("enablePurgeProtection").is_none());
         assert_eq!(props["networkAcls"], json!({"x": 1}));
+    }
+
+    #[test]
+    fn switching_the_permission_model_is_detected_both_ways() {
+        let rbac = json!({"properties": {"enableRbacAuthorization": true, "accessPolicies": []}});
+        let policies = json!({"properties": {"enableRbacAuthorization": false}});
+        let legacy = json!({"properties": {"accessPolicies": []}});
+        let patch =
+            |existing: &Value, request: Value| validate_patch(&request, existing, &ctx()).unwrap();
+        // RBAC -> access policies, with a policy added on the way.
+        let to_policies = patch(
+            &rbac,
+            json!({"properties": {"enableRbacAuthorization": false, "accessPolicies": [policy(9, &["get"])]}}),
+        );
+        assert!(switches_permission_model(&rbac, &to_policies));
+        // Access policies -> RBAC, also from a body stored without the flag.
+        let to_rbac = patch(
+            &policies,
+            json!({"properties": {"enableRbacAuthorization": true}}),
+        );
+        assert!(switches_permission_model(&policies, &to_rbac));
+        assert!(switches_permission_model(
+            &legacy,
+            &patch(
+                &legacy,
+                json!({"properties": {"enableRbacAuthorization": true}})
+            )
+        ));
+        // Not a switch: the flag left out, restated, or policies edited in access-policy mode.
+        assert!(!switches_permission_model(
+            &rbac,
+            &patch(&rbac, json!({"tags": {"a": "b"}}))
+        ));
+        assert!(!switches_permission_model(
+            &rbac,
+            &patch(
+                &rbac,
+                json!({"properties": {"enableRbacAuthorization": true}})
+            )
+        ));
+        let edited = patch(
+            &policies,
+            json!({"properties": {"accessPolicies": [policy(9, &["get"])]}}),
+        );
+        assert!(!switches_permission_model(&policies, &edited));
+        let put = validate_put(
+            &json!({"properties": {"sku": {"name": "standard"}}}),
+            Some(&rbac),
+            &ctx(),
+        )
+        .unwrap();
+        assert!(
+            !switches_permission_model(&rbac, &put),
+            "a PUT that leaves the flag out keeps it"
+        );
     }
 
     #[test]

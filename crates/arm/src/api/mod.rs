@@ -316,6 +316,18 @@ impl Arm {
         action: &str,
         scope: &ResourceId,
     ) -> Result<(), ApiError> {
+        self.authorize_because(call, action, scope, "").await
+    }
+
+    /// [`Self::authorize`] for an action the request needs besides its own: `because` (a
+    /// sentence, or empty) says why, before the engine's explanation.
+    pub(crate) async fn authorize_because(
+        &self,
+        call: &Call,
+        action: &str,
+        scope: &ResourceId,
+        because: &str,
+    ) -> Result<(), ApiError> {
         let decision = self.state().access.check(&AccessRequest::control(
             call.caller.object_id,
             action,
@@ -327,11 +339,17 @@ impl Arm {
         }
         let name = self.caller_name(call).await;
         self.log_denial(call, action, scope).await;
+        let explanation = decision.explain_as(name.as_deref());
+        let explanation = if because.is_empty() {
+            explanation
+        } else {
+            format!("{because} {explanation}")
+        };
         Err(auth::authorization_failed(
             call.caller.object_id,
             action,
             scope.as_str(),
-            &decision.explain_as(name.as_deref()),
+            &explanation,
         ))
     }
 

@@ -2,6 +2,14 @@
 //!
 //! Reading definitions needs only a valid token, as on Azure, where every principal of the
 //! tenant can look roles up (tools resolve role names before assigning, often at `/`).
+//!
+//! Changing one is authorized against the role itself, not only against the URL: a custom
+//! role is named by its GUID and reached through any scope, and it takes effect wherever
+//! it is assigned, which is within its assignable scopes. So a PUT needs
+//! `roleDefinitions/write` at the URL's scope, at every assignable scope of the role as
+//! stored, and at every new one; a DELETE needs `roleDefinitions/delete` at the URL's scope
+//! and at every assignable scope of the role. Through a narrower scope (a resource group
+//! its Owner controls) nobody can rewrite or remove a role that applies wider.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -97,14 +105,33 @@ pub async fn get(
     ))
 }
 
-/// `PUT`: the caller needs write at the URL's scope and at every assignable scope.
+/// The scopes of every assignment of role `id`.
+async fn assigned_scopes(arm: &Arm, id: uuid::Uuid) -> Result<Vec<ResourceId>, ApiError> {
+    Ok(arm
+        .state()
+        .store
+        .assignments(&AssignmentQuery {
+            role_definition: Some(id),
+            ..Default::default()
+        })
+        .await
+        .map_err(ArmError::from)?
+        .into_iter()
+        .map(|a| a.scope)
+        .collect())
+}
+
+/// `PUT`: the caller needs write at the URL's scope, at every assignable scope of the role
+/// it replaces, and at every new one; the role's assignments must stay within the new
+/// assignable scopes (409 otherwise).
 pub async fn put(
     arm: &Arm,
     call: &Call,
     scope: &ResourceId,
     name: &str,
 ) -> Result<Response, ApiError> {
-    let target = definition_id(scope, parse_name(name)?);
+    let id = parse_name(name)?;
+    let target = definition_id(scope, id);
     arm.authorize(call, WRITE, &target).await?;
     let request = call.json()?;
     let mut attempt = 0;
@@ -115,8 +142,17 @@ pub async fn put(
             .role_definitions()
             .await
             .map_err(ArmError::from)?;
+        let stored = custom.iter().find(|r| r.id == id);
+        // The role as it stands first: its holders are the ones a change affects.
+        for assignable in stored.iter().flat_map(|r| &r.assignable_scopes) {
+            arm.authorize(call, WRITE, assignable).await?;
+        }
+        let assigned = match stored {
+            Some(_) => assigned_scopes(arm, id).await?,
+            None => Vec::new(),
+        };
         let (plan, role) = arm.with_context(call, |ctx| {
-            plan::roles::put(ctx, scope, name, &request, &custom)
+            plan::roles::put(ctx, scope, name, &request, &custom, &assigned)
         })?;
         for assignable in &role.assignable_scopes {
             arm.authorize(call, WRITE, assignable).await?;
@@ -127,7 +163,8 @@ pub async fn put(
     }
 }
 
-/// `DELETE` of a custom role: 200 with the role, or 204 when there is none.
+/// `DELETE` of a custom role: 200 with the role, or 204 when there is none. The caller
+/// needs delete at the URL's scope and at every assignable scope of the role.
 pub async fn delete(
     arm: &Arm,
     call: &Call,
@@ -142,6 +179,11 @@ pub async fn delete(
         let Some(role) = all_roles(arm).await?.into_iter().find(|r| r.id == id) else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
+        if role.role_type == RoleType::CustomRole {
+            for assignable in &role.assignable_scopes {
+                arm.authorize(call, DELETE, assignable).await?;
+            }
+        }
         let used = arm
             .state()
             .store

@@ -5,6 +5,10 @@
 //! - PUT/PATCH: `properties` checked and completed (`vaultUri`, soft delete, purge
 //!   protection); the name must not be taken by a vault elsewhere (names are global, as they
 //!   are host names). Vaults hold no identities here: an `identity` block is ignored.
+//!   Switching an existing vault's permission model (`enableRbacAuthorization`, either way)
+//!   also needs `Microsoft.Authorization/roleAssignments/write` at the vault (403
+//!   `AuthorizationFailed` naming it otherwise): a vault writer could otherwise turn an RBAC
+//!   vault into an access-policy one with a policy for itself and read its secrets.
 //! - `PUT {vault}/accessPolicies/{add|replace|remove}`: the vault's access policies changed,
 //!   as a PATCH of the vault; the answer is the operation's own shape.
 //! - Soft delete (rules in `lanyard_keyvault::deleted`): deleting a vault, alone or with its
@@ -226,6 +230,21 @@ pub async fn write(
                     .map_err(refused)?,
             )?,
         };
+        if let Some(e) = &existing {
+            if vault::switches_permission_model(&e.body, &request["properties"]) {
+                arm.authorize_because(
+                    call,
+                    vault::PERMISSION_MODEL_ACTION,
+                    id,
+                    &format!(
+                        "Switching a vault's permission model (properties.enableRbacAuthorization) needs '{}' at the vault as well as '{}'.",
+                        vault::PERMISSION_MODEL_ACTION,
+                        kind.action("write")
+                    ),
+                )
+                .await?;
+            }
+        }
         let view = ResourceView {
             group: &group,
             existing: existing.as_ref(),

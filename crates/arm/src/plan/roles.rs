@@ -1,4 +1,10 @@
 //! Custom role definitions: create or replace, delete. Built-in roles cannot be changed.
+//!
+//! A custom role is named by its GUID alone: the scope in the URL addresses it but is not
+//! part of it, so the same role may be reached through any scope. Who may change it is
+//! therefore decided by the role itself (see `api::roles`): the URL's scope, every
+//! assignable scope of the role as stored, and every new one. A replacement may not leave
+//! an existing assignment of the role outside its assignable scopes ([`put`]).
 
 use lanyard_domain::{builtin, Permission, ResourceId, RoleDefinition, RoleType};
 use lanyard_storage::{Batch, Change};
@@ -27,14 +33,17 @@ pub fn parse_name(name: &str) -> Result<Uuid, ArmError> {
 }
 
 /// PUT: a custom role named `name` (a GUID). `custom` holds every custom role, to keep names
-/// unique. Returns the plan and the role, whose assignable scopes the caller must be allowed
-/// to write role definitions at.
+/// unique; `assigned` the scopes of the role's existing assignments, each of which must stay
+/// within the new assignable scopes. Returns the plan and the role, whose assignable scopes
+/// the caller must be allowed to write role definitions at (as well as those of the role
+/// it replaces).
 pub fn put(
     ctx: &Context<'_>,
     scope: &ResourceId,
     name: &str,
     request: &Value,
     custom: &[RoleDefinition],
+    assigned: &[ResourceId],
 ) -> Result<(Plan, RoleDefinition), ArmError> {
     let id = parse_name(name)?;
     if let Some(b) = builtin::built_in_by_id(id) {
@@ -104,6 +113,12 @@ pub fn put(
         permissions,
         assignable_scopes,
     };
+    if let Some(outside) = assigned.iter().find(|s| !role.is_assignable_at(s)) {
+        return Err(ArmError::RoleDefinitionAssignedOutside {
+            role: role.role_name.clone(),
+            scope: outside.to_string(),
+        });
+    }
     let mut batch = Batch::new();
     batch.push(Change::PutRoleDefinition(role.clone()));
     batch.push(ctx.activity(WRITE, &definition_id(scope, id), 201, None));
@@ -146,7 +161,7 @@ mod tests {
         let sub = ResourceId::parse("/subscriptions/s").unwrap();
         let id = Uuid::from_u128(7).to_string();
         let (plan, role) = with_ctx(&fx, |ctx| {
-            put(ctx, &sub, &id, &json!({"properties": {"roleName": "Secret Peeker", "permissions": [{"dataActions": ["Microsoft.KeyVault/vaults/secrets/getSecret/action"]}]}}), &[])
+            put(ctx, &sub, &id, &json!({"properties": {"roleName": "Secret Peeker", "permissions": [{"dataActions": ["Microsoft.KeyVault/vaults/secrets/getSecret/action"]}]}}), &[], &[])
         })
         .unwrap();
         assert_eq!(plan.status, 201);
@@ -165,6 +180,7 @@ mod tests {
                 &other,
                 &json!({"properties": {"roleName": "secret peeker"}}),
                 std::slice::from_ref(&role),
+                &[],
             )
         });
         assert!(matches!(
@@ -178,6 +194,7 @@ mod tests {
                 &other,
                 &json!({"properties": {"roleName": "Reader"}}),
                 &[],
+                &[],
             )
         });
         assert!(builtin_name.is_err());
@@ -187,6 +204,7 @@ mod tests {
                 &sub,
                 "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
                 &json!({"properties": {"roleName": "x"}}),
+                &[],
                 &[],
             )
         });
@@ -200,5 +218,35 @@ mod tests {
             .batch
             .changes
             .contains(&Change::DeleteRoleDefinition(role.id)));
+    }
+
+    #[test]
+    fn a_replacement_keeps_every_assignment_within_its_assignable_scopes() {
+        let fx = Fixture::new();
+        let sub = ResourceId::parse("/subscriptions/s").unwrap();
+        let rg = ResourceId::parse("/subscriptions/s/resourceGroups/rg1").unwrap();
+        let vault = rg.with_provider("Microsoft.KeyVault", "vaults", "kv1");
+        let id = Uuid::from_u128(7).to_string();
+        let narrowed = json!({"properties": {"roleName": "Ops", "permissions": [{"actions": ["*"]}], "assignableScopes": [rg.as_str()]}});
+        // Assigned at the subscription: narrowing to the group would leave it outside.
+        let refused = with_ctx(&fx, |ctx| {
+            put(ctx, &rg, &id, &narrowed, &[], std::slice::from_ref(&sub))
+        });
+        match refused {
+            Err(e @ ArmError::RoleDefinitionAssignedOutside { .. }) => {
+                assert_eq!(e.code(), "RoleDefinitionHasAssignments");
+                assert_eq!(e.status(), axum::http::StatusCode::CONFLICT);
+                let text = e.to_string();
+                assert!(text.contains("'/subscriptions/s'"), "{text}");
+                assert!(text.contains("'Ops'"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Assignments inside the group (at it or below, any casing) are fine.
+        let upper = ResourceId::parse("/SUBSCRIPTIONS/s/resourcegroups/RG1").unwrap();
+        let ok = with_ctx(&fx, |ctx| {
+            put(ctx, &rg, &id, &narrowed, &[], &[upper, vault])
+        });
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

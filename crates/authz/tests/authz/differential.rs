@@ -1,6 +1,7 @@
 //! The index against the reference evaluator on random environments that change over
 //! time: many principals, nested (and cyclic) groups, roles with random wildcard
-//! patterns, scopes of every depth.
+//! patterns and random assignable scopes (so that some assignments lie outside their
+//! role's, and must be ignored), scopes of every depth.
 
 use lanyard_authz::reference;
 use lanyard_authz::{AccessRequest, ActionKind, Decision, MissReason};
@@ -29,6 +30,17 @@ fn random_blocks(rng: &mut Rng) -> Vec<Permission> {
         .collect()
 }
 
+/// Assignable scopes for a custom role: often `/`, otherwise one or two scopes of the
+/// vocabulary, so that many assignments fall outside them.
+fn random_assignable(rng: &mut Rng, scopes: &[ResourceId]) -> Vec<ResourceId> {
+    if rng.chance(40) {
+        return vec![ResourceId::root()];
+    }
+    (0..1 + rng.below(2))
+        .map(|_| rng.pick(scopes).clone())
+        .collect()
+}
+
 struct World {
     pair: Pair,
     principals: Vec<Uuid>,
@@ -44,14 +56,12 @@ impl World {
         let principals: Vec<Uuid> = (0..24).map(|_| rng.uuid()).collect();
         let groups: Vec<Uuid> = (0..6).map(|_| rng.uuid()).collect();
         let mut roles: Vec<Uuid> = builtin::built_in_roles().iter().map(|r| r.id).collect();
+        let scopes = scope_vocabulary();
         for i in 0..10 {
             let id = rng.uuid();
-            pair.upsert_role(&custom_role(
-                id,
-                &format!("custom{i}"),
-                random_blocks(rng),
-                vec![ResourceId::root()],
-            ));
+            let blocks = random_blocks(rng);
+            let assignable = random_assignable(rng, &scopes);
+            pair.upsert_role(&custom_role(id, &format!("custom{i}"), blocks, assignable));
             roles.push(id);
         }
         // An id no definition will ever have.
@@ -61,7 +71,7 @@ impl World {
             principals,
             groups,
             roles,
-            scopes: scope_vocabulary(),
+            scopes,
             live: Vec::new(),
         }
     }
@@ -111,7 +121,9 @@ impl World {
             }
             82..=91 => {
                 let id = *rng.pick(&self.roles[self.roles.len() - 11..]);
-                let role = custom_role(id, "changed", random_blocks(rng), vec![ResourceId::root()]);
+                let blocks = random_blocks(rng);
+                let assignable = random_assignable(rng, &self.scopes);
+                let role = custom_role(id, "changed", blocks, assignable);
                 self.pair.upsert_role(&role);
             }
             92..=95 => {
@@ -134,8 +146,11 @@ impl World {
     }
 }
 
-fn compare(world: &World, rng: &mut Rng, requests: usize) -> usize {
+/// Compares `requests` random requests; returns how many were allowed and how many misses
+/// reported an assignment ignored as not assignable.
+fn compare(world: &World, rng: &mut Rng, requests: usize) -> (usize, usize) {
     let mut allowed = 0;
+    let mut ignored = 0;
     for _ in 0..requests {
         let picked: &&str = rng.pick(ACTIONS);
         let action = cased(picked, rng.below(3));
@@ -211,6 +226,7 @@ fn compare(world: &World, rng: &mut Rng, requests: usize) -> usize {
                     .find(|r| r.id == g.role_id)
                     .unwrap();
                 assert!(reference::role_grants(role, &action, kind));
+                assert!(reference::assignable_at(role, &a.scope));
                 assert!(
                     reference::identities_of(&world.pair.env, principal).contains(&g.assignee_id)
                 );
@@ -225,22 +241,31 @@ fn compare(world: &World, rng: &mut Rng, requests: usize) -> usize {
                         .find(|a| a.id == m.assignment_id)
                         .unwrap();
                     let covers = scope.is_within(&a.scope);
-                    assert_eq!(
-                        covers,
-                        !matches!(m.reason, MissReason::OutOfScope { .. }),
-                        "{m:?}"
-                    );
+                    let assignable = world
+                        .pair
+                        .env
+                        .roles
+                        .iter()
+                        .find(|r| r.id == a.role_definition_id)
+                        .is_none_or(|r| reference::assignable_at(r, &a.scope));
+                    match m.reason {
+                        MissReason::OutOfScope { .. } => assert!(!covers && assignable, "{m:?}"),
+                        MissReason::NotAssignable { .. } => assert!(!assignable, "{m:?}"),
+                        _ => assert!(covers, "{m:?}"),
+                    }
+                    ignored += usize::from(matches!(m.reason, MissReason::NotAssignable { .. }));
                 }
             }
         }
     }
-    allowed
+    (allowed, ignored)
 }
 
 #[test]
 fn index_agrees_with_reference_on_random_worlds() {
     let mut total = 0;
     let mut allowed = 0;
+    let mut ignored = 0;
     for seed in 0..120 {
         let mut rng = Rng::new(seed);
         let mut world = World::new(&mut rng);
@@ -248,7 +273,9 @@ fn index_agrees_with_reference_on_random_worlds() {
             for _ in 0..(if round == 0 { 25 } else { 6 }) {
                 world.mutate(&mut rng);
             }
-            allowed += compare(&world, &mut rng, 25);
+            let (a, i) = compare(&world, &mut rng, 25);
+            allowed += a;
+            ignored += i;
             total += 25;
             assert_eq!(
                 world.pair.index.len(),
@@ -262,7 +289,14 @@ fn index_agrees_with_reference_on_random_worlds() {
         allowed > total / 10 && allowed < total * 9 / 10,
         "{allowed} of {total} allowed"
     );
-    eprintln!("differential: {total} requests, {allowed} allowed");
+    // Assignments outside their role's assignable scopes must come up often enough.
+    assert!(
+        ignored > 100,
+        "{ignored} misses for a role not assignable there"
+    );
+    eprintln!(
+        "differential: {total} requests, {allowed} allowed, {ignored} ignored-assignment misses"
+    );
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //! - `privilege`: seeded random control-plane writes by principals with partial rights, on
 //!   both backends: after every step no principal holds a right it did not hold, unless an
 //!   actor that could grant it there did.
+//! - `rbac_attacks`: raising one's own rights through custom roles, a vault's permission
+//!   model or `access explain`, on both backends: refused with ARM's 403.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
@@ -27,6 +29,7 @@ mod keys;
 mod kit;
 mod matrix;
 mod privilege;
+mod rbac_attacks;
 mod secrets;
 mod soak;
 mod token_attacks;
