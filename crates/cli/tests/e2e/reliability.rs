@@ -13,6 +13,8 @@
 //! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
+//! - `revocation`: deleting a host revokes what its identities got there; mints racing a
+//!   deletion or a detach leave no token that validates after it returned.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
@@ -23,6 +25,7 @@ mod identity_attacks;
 mod keys;
 mod kit;
 mod matrix;
+mod revocation;
 mod secrets;
 mod soak;
 mod token_attacks;
