@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use lanyard_platform::tokens::GuardedMintError;
 use lanyard_platform::{ApiError, Dialect};
 use lanyard_storage::SignInRecord;
 use lanyard_token::TokenRequest;
@@ -148,6 +149,9 @@ async fn token(
         return Err(Refusal::BadIdentityHeader);
     }
     let _permit = service.admit(&session.resource)?;
+    // Before the attached identities are read: a detach or deletion committed meanwhile
+    // drops the token (see `issue_guarded` below).
+    let guard = service.app.tokens.mint_guard();
     let attached = service.attached(session).await?;
     let chosen = crate::resolve::select(&attached, &ask.selector)?;
     if let Some(body) = service.cached(chosen.principal_id, &session.resource, &ask.resource) {
@@ -163,10 +167,20 @@ async fn token(
         .ok_or(Refusal::IdentityNotFound)?;
     let request = TokenRequest::managed_identity(&principal, &session.resource, &ask.resource, 0)
         .map_err(|_| Refusal::IdentityNotFound)?;
-    let (minted, claims) = service.app.tokens.issue(&request).map_err(|e| {
-        tracing::error!(error = %e, "cannot mint a managed-identity token");
-        Refusal::BadRequest("the token could not be issued; retry".into())
-    })?;
+    let (minted, claims) = service
+        .app
+        .tokens
+        .issue_guarded(guard, &request, || {
+            still_attached(service, session, &principal)
+        })
+        .await
+        .map_err(|e| match e {
+            GuardedMintError::Gone => Refusal::IdentityNotFound,
+            e => {
+                tracing::error!(error = %e, "cannot mint a managed-identity token");
+                Refusal::BadRequest("the token could not be issued; retry".into())
+            }
+        })?;
     let client_id = principal.client_id();
     let body = protocol::token_body(
         &minted.access_token,
@@ -186,6 +200,21 @@ async fn token(
         minted.expires_on,
     );
     Ok((body, principal.object_id, client_id, true))
+}
+
+/// Whether `principal` is still attached to the session's resource and still exists, read
+/// again after a revocation overlapped its mint.
+async fn still_attached(
+    service: &IdentityService,
+    session: &Session,
+    principal: &lanyard_domain::Principal,
+) -> bool {
+    let attached = service.attached(session).await;
+    attached.is_ok_and(|list| list.iter().any(|a| a.principal_id == principal.object_id))
+        && matches!(
+            service.app.store.principal(principal.object_id).await,
+            Ok(Some(_))
+        )
 }
 
 fn signin(

@@ -281,7 +281,7 @@ impl Graph {
                 "The tenant's administrator cannot be deleted.",
             ));
         }
-        let (revoke, _) = self.state.tokens.revocation(p.object_id);
+        let revoke = lanyard_platform::tokens::retirement(p.object_id);
         let batch = Batch::new()
             .expect(Expect::PrincipalExists(p.object_id))
             .with(Change::DeleteCredentialsOf(p.object_id))

@@ -2,7 +2,9 @@
 //! client-credentials grant with a client secret, a certificate-signed client assertion, or a
 //! federated assertion from an external issuer.
 //!
-//! [`TokenService::request`] authenticates the client and issues the token; every outcome,
+//! [`TokenService::request`] authenticates the client and issues the token (through the token
+//! runtime's mint guard, so a principal deleted or revoked while the request is read gets
+//! no token that outlives the revocation); every outcome,
 //! issued or refused, is written to the sign-in log before the client hears it (with group
 //! commits: [`crate::audit`]).
 
@@ -13,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use lanyard_domain::{PrincipalKind, ResourceId, ServicePrincipalSource};
+use lanyard_platform::tokens::GuardedMintError;
 use lanyard_platform::AppState;
 use lanyard_storage::{ResourceQuery, SignInRecord};
 use lanyard_token::credentials::{verify_client_assertion, verify_federated_assertion_with_keys};
@@ -183,6 +186,8 @@ impl TokenService {
             tenant: tenant_id.to_string(),
         };
         let client_id = sign_in.client_id.ok_or_else(unknown_client)?;
+        // Before the principal is read: a revocation committed meanwhile drops the token.
+        let guard = self.state.tokens.mint_guard();
         let principal = self
             .state
             .store
@@ -248,11 +253,23 @@ impl TokenService {
         let request = TokenRequest::application(&principal, auth, &resource, tenant_created)
             .map_err(|e| TokenError::Internal(e.to_string()))?
             .with_version(token_version);
+        let store = &self.state.store;
+        let object_id = principal.object_id;
         let (minted, claims) = self
             .state
             .tokens
-            .issue(&request)
-            .map_err(|e| TokenError::Internal(e.to_string()))?;
+            .issue_guarded(guard, &request, || async move {
+                // Revoking tokens keeps the principal; deleting it does not.
+                matches!(store.principal(object_id).await, Ok(Some(_)))
+            })
+            .await
+            .map_err(|e| match e {
+                GuardedMintError::Gone => unknown_client().into(),
+                GuardedMintError::Busy => {
+                    TokenError::Store(lanyard_storage::StoreError::Unavailable(e.to_string()))
+                }
+                GuardedMintError::Mint(e) => TokenError::Internal(e.to_string()),
+            })?;
         Ok(Issued {
             expires_in: minted.expires_on - claims.iat,
             expires_on: minted.expires_on,

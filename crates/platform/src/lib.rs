@@ -12,7 +12,8 @@
 //!   sharing a database see each other's changes ([`state::follow_feed`]).
 //! - [`error`]: the one place errors become HTTP, in each plane's dialect.
 //! - [`serve`]: the accept loops (TLS and plain HTTP) with graceful shutdown.
-//! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation.
+//! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation,
+//!   and the mint guard that makes issuance and revocation linearisable on each server.
 //!
 //! The planes (token service, control plane, identity endpoints, Key Vault, blob) are crates
 //! of their own that build a router over [`AppState`]; `lanyard-server` composes them.

@@ -15,7 +15,10 @@
 //! - Applying is serialized by one mutex around "apply entries up to X" and resumes from
 //!   the position it reached. An entry updates the authorization index
 //!   ([`AccessRuntime::apply`]), merges revocations, reloads the key ring from the store when
-//!   keys changed, and bumps the generation when resources or principals changed.
+//!   keys changed, and bumps the generation when resources, principals or revocations
+//!   changed. While an entry that revokes is being applied, token mints of the principals
+//!   it names are held off (see [`crate::tokens`]: issuance and revocation are linearisable
+//!   on each server).
 //! - A follower that finds entries pruned before it read them (it was stopped or cut off
 //!   longer than the feed is kept) reloads every view from the store and goes on from the
 //!   head it read before reloading. Entries after a snapshot's position are replayed over
@@ -97,16 +100,40 @@ impl AppState {
     pub fn new(shared: Shared) -> Self {
         let shared = Arc::new(shared);
         shared.tokens.attach(Arc::downgrade(&shared));
+        shared.tokens.set_follow_lag(shared.config.feed_poll);
         Self(shared)
     }
 
     /// Commits `batch`, then brings the in-memory views up to it (and to whatever other
     /// servers committed before it). Every write goes through here.
-    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+    ///
+    /// A batch that revokes tokens is registered with the token runtime before it is
+    /// committed (its epochs move to the second after the commit, and mints of the revoked
+    /// principals that overlap it read again; see [`TokenRuntime::begin_revocations`]), and
+    /// runs to its end even if the caller goes away: when this returns, the revocation is in
+    /// force on this server.
+    pub async fn commit(&self, mut batch: Batch) -> Result<(), StoreError> {
+        let Some(pending) = self.tokens.begin_revocations(&mut batch) else {
+            return self.commit_and_follow(batch).await;
+        };
+        let state = self.clone();
+        let run = tokio::spawn(async move {
+            let result = state.commit_and_follow(batch).await;
+            drop(pending);
+            result
+        });
+        run.await.unwrap_or_else(|e| {
+            Err(StoreError::Database(format!(
+                "the commit of a revocation stopped: {e}"
+            )))
+        })
+    }
+
+    async fn commit_and_follow(&self, batch: Batch) -> Result<(), StoreError> {
         let revocations: Vec<Change> = batch
             .changes
             .iter()
-            .filter(|c| matches!(c, Change::SetRevocation { .. } | Change::PutDocument(_)))
+            .filter(|c| crate::tokens::is_revocation(c))
             .cloned()
             .collect();
         let Some(seq) = self.store.commit_seq(batch).await? else {
@@ -116,9 +143,13 @@ impl AppState {
             // The write is durable; only the views lag, until the background follower
             // gets through. Say so loudly, and never let this server accept a token the
             // batch revoked: revocation epochs only grow, so applying them early is safe.
+            // The caches of what resources hold are read again from the store.
             tracing::error!(error = %e, seq, "the in-memory views could not follow a commit");
             for change in &revocations {
                 self.apply_revocation(change);
+            }
+            if !revocations.is_empty() {
+                self.generation.counter.fetch_add(1, Ordering::SeqCst);
             }
         }
         Ok(())
@@ -195,7 +226,11 @@ impl Shared {
     }
 
     /// Applies one entry to every view; the generation moves last, once the rest is there.
+    /// Mints of the principals it revokes are held off until then (see
+    /// [`TokenRuntime::hold`]): none may go on from a cache the entry makes stale.
     async fn apply_entry(&self, entry: &FeedEntry) -> Result<(), FollowError> {
+        let revoked = crate::tokens::feed_revocation_subjects(&entry.changes);
+        let _held = (!revoked.is_empty()).then(|| self.tokens.hold(revoked));
         let mut bump = false;
         let mut keys = false;
         for change in &entry.changes {
@@ -217,6 +252,7 @@ impl Shared {
                         crate::tokens::parse_host_revocation(doc)
                     {
                         self.tokens.revoked_for_host(principal, host, after);
+                        bump = true;
                     }
                 }
                 FeedChange::PutKey(_) | FeedChange::DeleteKey(_) => keys = true,
@@ -235,8 +271,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Reloads every view from the store; returns the feed position read first.
+    /// Reloads every view from the store; returns the feed position read first. Every mint
+    /// under way reads again.
     async fn reload_views(&self) -> Result<u64, FollowError> {
+        let _held = self.tokens.hold_all();
         let head = self.store.feed_head().await?;
         self.access.reload(self.store.as_ref()).await?;
         self.tokens.reload_keys().await?;
@@ -365,8 +403,12 @@ mod tests {
     /// A state over its own connection to the SQLite file at `path` (as a second server
     /// would have), with the key-encryption key `kek`.
     async fn state_on(path: &std::path::Path, kek: [u8; 32]) -> AppState {
+        state_with(path, kek, Arc::new(lanyard_domain::SystemClock)).await
+    }
+
+    /// The same, on `clock`.
+    async fn state_with(path: &std::path::Path, kek: [u8; 32], clock: SharedClock) -> AppState {
         let store = lanyard_storage::open(path.to_str().unwrap()).await.unwrap();
-        let clock: SharedClock = Arc::new(lanyard_domain::SystemClock);
         let tenant = Tenant {
             id: Uuid::from_u128(1),
             display_name: "t".into(),
@@ -476,7 +518,10 @@ mod tests {
         .unwrap();
         b.catch_up(None).await.unwrap();
         assert!(b.generation() > generation);
-        assert_eq!(b.tokens.valid_after(alice), Some(77));
+        // A revocation covers at least everything up to its commit: the epoch moved up.
+        let epoch = a.tokens.valid_after(alice).unwrap();
+        assert!(epoch > 77);
+        assert_eq!(b.tokens.valid_after(alice), Some(epoch));
 
         // A key rotated on A is B's ring after following.
         a.tokens.rotate_now().await.unwrap();
@@ -500,5 +545,263 @@ mod tests {
         assert!(!may_read(&a, bob, &scope));
         b.catch_up(None).await.unwrap();
         assert!(!may_read(&b, alice, &scope) && !may_read(&b, bob, &scope));
+    }
+
+    // ---- issuance and revocation are linearisable ----
+
+    use crate::tokens::{host_revocation, retirement, GuardedMintError};
+    use lanyard_domain::{Clock, ManualClock, Principal, PrincipalKind, ServicePrincipalSource};
+    use lanyard_token::{TokenRequest, ValidationError};
+
+    const AUDIENCE: &str = "https://vault.azure.net";
+
+    fn vm() -> ResourceId {
+        ResourceId::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        )
+        .unwrap()
+    }
+
+    /// A user-assigned identity and the request for its token on [`vm`].
+    fn identity_on_vm(tenant: Uuid) -> (Principal, TokenRequest) {
+        let identity = Principal {
+            object_id: Uuid::new_v4(),
+            tenant_id: tenant,
+            display_name: "ua".into(),
+            kind: PrincipalKind::ServicePrincipal {
+                client_id: Uuid::new_v4(),
+                source: ServicePrincipalSource::UserAssigned {
+                    identity: ResourceId::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ua").unwrap(),
+                },
+            },
+        };
+        let request = TokenRequest::managed_identity(&identity, &vm(), AUDIENCE, 0).unwrap();
+        (identity, request)
+    }
+
+    fn validates(state: &AppState, token: &str) -> Result<(), ValidationError> {
+        let validator = state.tokens.validator([AUDIENCE]);
+        state.tokens.validate(&validator, token).map(|_| ())
+    }
+
+    async fn manual_state(clock: &Arc<ManualClock>) -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with(&dir.path().join("lanyard.db"), [9u8; 32], clock.clone()).await;
+        (state, dir)
+    }
+
+    /// A mint reads that the identity is attached, the identity is detached (committed and
+    /// applied), then the mint signs: in the same second, the old mint path stamped its
+    /// token past the revocation and it validated. Through the guard, it reads again and
+    /// issues nothing; attached again, the next mint's token works.
+    #[tokio::test]
+    async fn a_mint_that_read_before_a_detach_issues_no_token_that_validates() {
+        let clock = Arc::new(ManualClock::at_unix(1_800_000_000));
+        let (state, _dir) = manual_state(&clock).await;
+        let (identity, request) = identity_on_vm(state.directory.tenant.id);
+
+        let guard = state.tokens.mint_guard();
+        // ... the mint reads the host's identities here: still attached ...
+        let detach = host_revocation(identity.object_id, &vm(), clock.unix() + 1);
+        state.commit(Batch::new().with(detach)).await.unwrap();
+
+        // What the mint path did before: sign what it read. The token is stamped with the
+        // revocation's second and passes it.
+        let (unguarded, _) = state.tokens.issue(&request).unwrap();
+        assert_eq!(validates(&state, &unguarded.access_token), Ok(()));
+
+        // Through the guard: the revocation is noticed, the mint reads again and finds the
+        // identity gone.
+        let mut reads = 0;
+        let refused = state
+            .tokens
+            .issue_guarded(guard, &request, || {
+                reads += 1;
+                async { false }
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(GuardedMintError::Gone)),
+            "{refused:?}"
+        );
+        assert_eq!(reads, 1);
+
+        // A mint that starts after the detach and finds the identity attached again (it was,
+        // at once) gets a token that works, in the same second.
+        let guard = state.tokens.mint_guard();
+        let (fresh, claims) = state
+            .tokens
+            .issue_guarded(guard, &request, || async { panic!("no revocation since") })
+            .await
+            .unwrap();
+        assert!(claims.iat > clock.unix());
+        assert_eq!(validates(&state, &fresh.access_token), Ok(()));
+    }
+
+    /// The same for a deletion of the principal: nothing it was issued validates again, and
+    /// a mint that overlapped the deletion answers as if it came after it.
+    #[tokio::test]
+    async fn a_mint_that_read_before_a_deletion_issues_nothing() {
+        let clock = Arc::new(ManualClock::at_unix(1_800_000_000));
+        let (state, _dir) = manual_state(&clock).await;
+        let (identity, request) = identity_on_vm(state.directory.tenant.id);
+        let (before, _) = state.tokens.issue(&request).unwrap();
+        let guard = state.tokens.mint_guard();
+        state
+            .commit(Batch::new().with(retirement(identity.object_id)))
+            .await
+            .unwrap();
+        let refused = state
+            .tokens
+            .issue_guarded(guard, &request, || async { false })
+            .await;
+        assert!(
+            matches!(refused, Err(GuardedMintError::Gone)),
+            "{refused:?}"
+        );
+        // Whatever was issued, before or since, and however it is stamped, is refused.
+        let (since, _) = state.tokens.issue(&request).unwrap();
+        for token in [before, since] {
+            assert_eq!(
+                validates(&state, &token.access_token),
+                Err(ValidationError::Revoked)
+            );
+        }
+        clock.advance(std::time::Duration::from_secs(3600));
+        let (later, _) = state.tokens.issue(&request).unwrap();
+        assert_eq!(
+            validates(&state, &later.access_token),
+            Err(ValidationError::Revoked)
+        );
+    }
+
+    /// A revocation planned in one second and committed in the next: a token issued in
+    /// between was issued before the commit, and must be refused once the commit returns.
+    /// The epoch planned (`now + 1` at planning) would let it pass; the commit moves it.
+    #[tokio::test]
+    async fn a_token_issued_before_a_slow_commit_is_refused_after_it() {
+        let clock = Arc::new(ManualClock::at_unix(1_800_000_000));
+        let (state, _dir) = manual_state(&clock).await;
+        let (identity, request) = identity_on_vm(state.directory.tenant.id);
+        let planned = host_revocation(identity.object_id, &vm(), clock.unix() + 1);
+        clock.advance(std::time::Duration::from_millis(1500));
+        let (between, claims) = state.tokens.issue(&request).unwrap();
+        assert_eq!(claims.iat, 1_800_000_001, "the planned epoch's own second");
+        state.commit(Batch::new().with(planned)).await.unwrap();
+        assert_eq!(
+            validates(&state, &between.access_token),
+            Err(ValidationError::Revoked)
+        );
+        assert!(state
+            .tokens
+            .is_revoked(identity.object_id, Some(&vm()), claims.iat));
+    }
+
+    /// While a revocation is between its registration and its application (the database
+    /// commit, catching up), a mint of its principal that overlaps it waits, reads again,
+    /// and issues nothing if what it read is gone; a token issued just before the
+    /// registration is older than the epoch.
+    #[tokio::test]
+    async fn a_mint_overlapping_a_pending_revocation_waits_for_it() {
+        let clock = Arc::new(ManualClock::at_unix(1_800_000_000));
+        let (state, _dir) = manual_state(&clock).await;
+        let (identity, request) = identity_on_vm(state.directory.tenant.id);
+        let (before, _) = state.tokens.issue(&request).unwrap();
+        let guard = state.tokens.mint_guard();
+
+        let mut batch = Batch::new().with(host_revocation(identity.object_id, &vm(), 0));
+        let pending = state.tokens.begin_revocations(&mut batch).unwrap();
+        let epoch = match &batch.changes[0] {
+            Change::PutDocument(doc) => crate::tokens::parse_host_revocation(doc).unwrap().2,
+            other => panic!("{other:?}"),
+        };
+        assert!(epoch > clock.unix(), "moved past now: {epoch}");
+        let minting = {
+            let state = state.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                state
+                    .tokens
+                    .issue_guarded(guard, &request, || async { false })
+                    .await
+            })
+        };
+        // The mint cannot finish while the revocation is pending.
+        tokio::task::yield_now().await;
+        assert!(!minting.is_finished());
+        state.commit_and_follow(batch).await.unwrap();
+        drop(pending);
+        let outcome = minting.await.unwrap();
+        assert!(
+            matches!(outcome, Err(GuardedMintError::Gone)),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            validates(&state, &before.access_token),
+            Err(ValidationError::Revoked)
+        );
+    }
+
+    /// Detached, attached again and stamped ahead, then detached again within the same
+    /// second: the stamped token is refused too (the new epoch is past every stamp).
+    #[tokio::test]
+    async fn a_second_revocation_in_one_second_is_past_the_stamps_of_the_first() {
+        let clock = Arc::new(ManualClock::at_unix(1_800_000_000));
+        let (state, _dir) = manual_state(&clock).await;
+        let (identity, request) = identity_on_vm(state.directory.tenant.id);
+        let detach = || host_revocation(identity.object_id, &vm(), clock.unix() + 1);
+        state.commit(Batch::new().with(detach())).await.unwrap();
+        let (stamped, claims) = state
+            .tokens
+            .issue_guarded(state.tokens.mint_guard(), &request, || async { true })
+            .await
+            .unwrap();
+        assert!(claims.iat > clock.unix());
+        assert_eq!(validates(&state, &stamped.access_token), Ok(()));
+        state.commit(Batch::new().with(detach())).await.unwrap();
+        assert_eq!(
+            validates(&state, &stamped.access_token),
+            Err(ValidationError::Revoked)
+        );
+        // Attached again once more: still a working token, stamped further ahead.
+        let (again, _) = state
+            .tokens
+            .issue_guarded(state.tokens.mint_guard(), &request, || async { true })
+            .await
+            .unwrap();
+        assert_eq!(validates(&state, &again.access_token), Ok(()));
+    }
+
+    /// Another server: a mint there that read before a detach committed here, and signs
+    /// after it has followed the feed, issues nothing; a token it issued before following is
+    /// refused once it has (the epoch leaves room for its poll interval).
+    #[tokio::test]
+    async fn another_server_follows_a_revocation_without_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.db");
+        let kek = [5u8; 32];
+        let a = state_on(&path, kek).await;
+        let b = state_on(&path, kek).await;
+        let (identity, request) = identity_on_vm(a.directory.tenant.id);
+        let guard = b.tokens.mint_guard();
+        let detach = host_revocation(identity.object_id, &vm(), a.clock.unix() + 1);
+        a.commit(Batch::new().with(detach)).await.unwrap();
+        // B has not followed yet: its token is issued as of now.
+        let (unfollowed, _) = b.tokens.issue(&request).unwrap();
+        b.catch_up(None).await.unwrap();
+        let refused = b
+            .tokens
+            .issue_guarded(guard, &request, || async { false })
+            .await;
+        assert!(
+            matches!(refused, Err(GuardedMintError::Gone)),
+            "{refused:?}"
+        );
+        for state in [&a, &b] {
+            assert_eq!(
+                validates(state, &unfollowed.access_token),
+                Err(ValidationError::Revoked)
+            );
+        }
     }
 }

@@ -301,9 +301,13 @@ mod tests {
         let fx = Fixture::new();
         let group = record(RG, json!({"location": "x"}));
         let sys = fx.next();
+        // An identity from another group, attached to a VM in this one.
+        let elsewhere = fx.next();
+        let elsewhere_id = "/subscriptions/s/resourceGroups/other/providers/Microsoft.ManagedIdentity/userAssignedIdentities/e";
         let vm = record(
             &format!("{RG}/providers/Microsoft.Compute/virtualMachines/vm"),
-            json!({"identity": {"type": "SystemAssigned", "principalId": sys.to_string()}}),
+            json!({"identity": {"type": "SystemAssigned, UserAssigned", "principalId": sys.to_string(),
+                "userAssignedIdentities": {elsewhere_id: {"principalId": elsewhere.to_string(), "clientId": fx.next().to_string()}}}}),
         );
         let (up, uc) = (fx.next(), fx.next());
         let uai_id = format!("{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u");
@@ -330,7 +334,7 @@ mod tests {
             created_by: None,
             updated_by: None,
         };
-        let resources = vec![vm, uai.clone()];
+        let resources = vec![vm.clone(), uai.clone()];
         let plan = with_ctx(&fx, |ctx| {
             delete(
                 ctx,
@@ -348,8 +352,11 @@ mod tests {
         for p in [sys, up] {
             assert!(c.contains(&Change::DeletePrincipal(p)));
             assert!(c.contains(&Change::DeleteAssignmentsOfPrincipal(p)));
-            assert!(c.contains(&revoke(p)));
+            assert!(c.contains(&retired(p)));
         }
+        // The identity from elsewhere survives, but its tokens from the VM stop.
+        assert!(c.contains(&revoked_on(elsewhere, &vm.id)));
+        assert!(!c.contains(&Change::DeletePrincipal(elsewhere)));
         assert!(c.contains(&Change::DeleteAssignmentsWithin(group.id.clone())));
         assert!(c.contains(&Change::DeleteResourcesWithin(group.id.clone())));
         assert!(c.contains(&Change::DeleteResource(group.id.clone())));

@@ -45,7 +45,8 @@ pub struct Context<'a> {
     pub correlation_id: &'a str,
     /// Fresh ids (object ids, client ids, activity ids).
     pub new_id: &'a (dyn Fn() -> Uuid + Sync),
-    /// The change that revokes every token of a principal issued until now.
+    /// The change that revokes every token of a principal issued until now (the principal
+    /// stays; a deleted one is retired instead, see [`Context::retire_principal`]).
     pub revoke: &'a (dyn Fn(Uuid) -> Change + Sync),
 }
 
@@ -99,12 +100,23 @@ impl Context<'_> {
     }
 
     /// Ends a principal: gone from the directory, its role assignments and credentials gone,
-    /// and every token it holds refused from now on.
+    /// and every token it holds or is being issued refused for good.
     pub fn retire_principal(&self, batch: &mut Batch, principal: Uuid) {
         batch.push(Change::DeleteAssignmentsOfPrincipal(principal));
         batch.push(Change::DeleteCredentialsOf(principal));
         batch.push(Change::DeletePrincipal(principal));
-        batch.push((self.revoke)(principal));
+        batch.push(lanyard_platform::tokens::retirement(principal));
+    }
+
+    /// Revokes the tokens user-assigned identity `principal` got on `host` until now: it is
+    /// detached from the host, or the host is deleted. The identity keeps working elsewhere,
+    /// and on `host` again if it is attached again.
+    pub fn revoke_on_host(&self, batch: &mut Batch, principal: Uuid, host: &ResourceId) {
+        batch.push(lanyard_platform::tokens::host_revocation(
+            principal,
+            host,
+            self.now.unix_timestamp() + 1,
+        ));
     }
 
     /// A new managed-identity service principal.
@@ -300,6 +312,16 @@ pub(crate) mod testing {
             principal,
             valid_after: 1_700_000_001,
         }
+    }
+
+    /// The change that retires a deleted principal's tokens.
+    pub fn retired(principal: Uuid) -> Change {
+        lanyard_platform::tokens::retirement(principal)
+    }
+
+    /// The change that revokes `principal`'s tokens on `host` as of the fixture's clock.
+    pub fn revoked_on(principal: Uuid, host: &ResourceId) -> Change {
+        lanyard_platform::tokens::host_revocation(principal, host, 1_700_000_001)
     }
 
     /// Runs `f` with a context over `fx`.

@@ -1,7 +1,9 @@
 //! What deleting resources takes with it, in the same batch: the principals of system
 //! identities and of user-assigned identities (with their role assignments, credentials and
-//! tokens), role assignments at scopes within, child resources, and the entries of deleted
-//! user-assigned identities in the identity blocks of resources that survive.
+//! tokens), the tokens user-assigned identities that survive got on the deleted resources
+//! (per-host revocation, as detaching does), role assignments at scopes within, child
+//! resources, and the entries of deleted user-assigned identities in the identity blocks of
+//! resources that survive.
 
 use std::collections::BTreeSet;
 
@@ -53,6 +55,13 @@ pub fn references_any(record: &ResourceRecord, identities: &BTreeSet<String>) ->
 pub fn cascade(ctx: &Context<'_>, batch: &mut Batch, removed: &[ResourceRecord], c: Cascade<'_>) {
     for principal in principals_of(removed) {
         ctx.retire_principal(batch, principal);
+    }
+    // A removed host detaches its user-assigned identities: the tokens they got on it stop
+    // now (a host created again with the same id starts afresh).
+    for host in removed.iter().filter(|r| !r.id.is_type(UAI_TYPE)) {
+        for attached in ResolvedIdentity::from_body(&host.body).users.values() {
+            ctx.revoke_on_host(batch, attached.principal_id, &host.id);
+        }
     }
     let removed_keys: BTreeSet<&str> = removed.iter().map(|r| r.id.key()).collect();
     let gone: BTreeSet<String> = removed
@@ -176,7 +185,7 @@ mod tests {
         let changes = &plan.batch.changes;
         assert!(changes.contains(&Change::DeletePrincipal(p)));
         assert!(changes.contains(&Change::DeleteAssignmentsOfPrincipal(p)));
-        assert!(changes.contains(&revoke(p)));
+        assert!(changes.contains(&retired(p)));
         assert!(changes.contains(&Change::DeleteResourcesWithin(uai.id.clone())));
         let rewritten = changes
             .iter()
@@ -199,6 +208,34 @@ mod tests {
         assert!(log
             .iter()
             .any(|(op, _, _)| op == "Microsoft.ManagedIdentity/userAssignedIdentities/delete"));
+    }
+
+    #[test]
+    fn deleting_a_host_revokes_its_user_identities_there_and_retires_its_own() {
+        let fx = Fixture::new();
+        let sys = fx.next();
+        let (a, b) = (fx.next(), fx.next());
+        let ua = |n: &str| {
+            format!("/subscriptions/s/resourceGroups/ids/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{n}")
+        };
+        let vm = record(
+            &format!("{RG}/providers/Microsoft.Compute/virtualMachines/vm"),
+            json!({"identity": {"type": "SystemAssigned, UserAssigned", "principalId": sys.to_string(),
+            "userAssignedIdentities": {
+                ua("a"): {"principalId": a.to_string(), "clientId": fx.next().to_string()},
+                ua("b"): {"principalId": b.to_string(), "clientId": fx.next().to_string()},
+            }}}),
+        );
+        let plan = with_ctx(&fx, |ctx| delete_resource(ctx, &vm, Cascade::default()));
+        let changes = &plan.batch.changes;
+        assert!(changes.contains(&retired(sys)));
+        for p in [a, b] {
+            assert!(changes.contains(&revoked_on(p, &vm.id)), "{changes:?}");
+            // The identities themselves live on.
+            assert!(!changes.contains(&Change::DeletePrincipal(p)));
+            assert!(!changes.contains(&retired(p)));
+        }
+        assert!(changes.contains(&Change::DeleteResource(vm.id.clone())));
     }
 
     #[test]

@@ -169,11 +169,7 @@ pub fn write(
     // Identities detached from this resource: the tokens they got from it stop now.
     for (key, gone) in &current.users {
         if !next.users.contains_key(key) {
-            batch.push(lanyard_platform::tokens::host_revocation(
-                gone.principal_id,
-                &id,
-                ctx.now.unix_timestamp() + 1,
-            ));
+            ctx.revoke_on_host(&mut batch, gone.principal_id, &id);
         }
     }
     match (next_state.system_assigned, current.system) {
@@ -351,7 +347,7 @@ mod tests {
         let c = &off.batch.changes;
         assert!(c.contains(&Change::DeletePrincipal(principal.object_id)));
         assert!(c.contains(&Change::DeleteAssignmentsOfPrincipal(principal.object_id)));
-        assert!(c.contains(&revoke(principal.object_id)));
+        assert!(c.contains(&retired(principal.object_id)));
         assert_eq!(off.body.unwrap()["identity"], json!({"type": "None"}));
     }
 
@@ -418,6 +414,10 @@ mod tests {
             )
         })
         .unwrap();
+        assert!(detach
+            .batch
+            .changes
+            .contains(&revoked_on(uai_ids(&a.body).unwrap().0, &vm_id())));
         let b = detach.body.unwrap();
         assert_eq!(b["identity"]["type"], "SystemAssigned");
         assert!(b["identity"].get("userAssignedIdentities").is_none());

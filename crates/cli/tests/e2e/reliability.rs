@@ -18,6 +18,8 @@
 //!   actor that could grant it there did.
 //! - `rbac_attacks`: raising one's own rights through custom roles, a vault's permission
 //!   model or `access explain`, on both backends: refused with ARM's 403.
+//! - `revocation`: deleting a host revokes what its identities got there; mints racing a
+//!   deletion or a detach leave no token that validates after it returned.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
@@ -30,6 +32,7 @@ mod kit;
 mod matrix;
 mod privilege;
 mod rbac_attacks;
+mod revocation;
 mod secrets;
 mod soak;
 mod token_attacks;
