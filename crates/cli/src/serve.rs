@@ -42,6 +42,14 @@ pub struct ServerArgs {
     /// database, in milliseconds (10 to 60000; default 250).
     #[arg(long, env = "LANYARD_FEED_POLL_MS")]
     pub feed_poll_ms: Option<u64>,
+    /// Loopback, private or link-local networks federated issuers may be fetched from,
+    /// comma-separated (`10.1.0.0/16,127.0.0.1`); default none: such addresses are refused.
+    #[arg(
+        long,
+        env = "LANYARD_FEDERATION_ALLOWED_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub federation_allowed_networks: Option<Vec<String>>,
 }
 
 impl ServerArgs {
@@ -56,6 +64,7 @@ impl ServerArgs {
             log_format: self.log_format.clone(),
             identity_throttling: self.identity_throttling,
             feed_poll_ms: self.feed_poll_ms,
+            federation_allowed_networks: self.federation_allowed_networks.clone(),
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);

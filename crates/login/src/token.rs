@@ -5,6 +5,9 @@
 //! [`TokenService::request`] authenticates the client and issues the token; every outcome,
 //! issued or refused, is written to the sign-in log before the client hears it (with group
 //! commits: [`crate::audit`]).
+//!
+//! An issuer whose keys cannot be fetched is answered with AADSTS50166 and a trace id; the
+//! cause is logged under that id only.
 
 use std::sync::Arc;
 
@@ -31,6 +34,7 @@ use crate::federation::{FetchError, IssuerKeys};
 use crate::form::{
     apply_basic_auth, bounded, parse_form, requested_resource, EndpointVersion, JWT_BEARER,
 };
+use crate::outbound::AddressPolicy;
 
 /// The ARM type of a user-assigned identity's federated identity credentials.
 pub const UAI_FIC_TYPE: &str =
@@ -64,10 +68,13 @@ pub struct TokenService {
 
 impl TokenService {
     pub fn new(state: AppState) -> Self {
+        let config = &state.config;
         Self {
             sign_ins: SignInLog::start(state.clone()),
+            issuers: IssuerKeys::new(AddressPolicy::new(
+                config.federation_allowed_networks.clone(),
+            )),
             state,
-            issuers: IssuerKeys::new(),
             tenant_created: tokio::sync::OnceCell::new(),
         }
     }
@@ -410,18 +417,29 @@ impl TokenService {
     }
 }
 
-/// A failed fetch of an issuer's keys. Our own trust configuration is logged, not told to
-/// the client (it names server files).
+/// A failed fetch of an issuer's keys. The client learns only that it failed, and a trace
+/// id; the cause (addresses, network and TLS errors, the issuer's answers) goes to the log
+/// under that id, since whoever wrote the federated credential chose the URL and must not
+/// get a probe of the server's network out of it.
 fn unreachable(e: FetchError) -> TokenError {
-    match e {
-        FetchError::Trust(reason) => {
-            tracing::error!(%reason, "external issuers cannot be trusted: fix {}", crate::federation::EXTRA_CA_VAR);
-            TokenError::IssuerUnreachable(
-                "the server's trust store for external issuers is misconfigured".into(),
-            )
+    let trace_id = Uuid::new_v4();
+    match &e {
+        FetchError::Trust(reason) => tracing::error!(
+            %trace_id,
+            %reason,
+            "external issuers cannot be trusted: fix {}",
+            crate::federation::EXTRA_CA_VAR
+        ),
+        FetchError::Refused { .. } => tracing::warn!(
+            %trace_id,
+            error = %e,
+            "an external issuer's keys were not fetched: its address is refused (allow its network with federation-allowed-networks)"
+        ),
+        _ => {
+            tracing::warn!(%trace_id, error = %e, "an external issuer's keys could not be fetched")
         }
-        other => TokenError::IssuerUnreachable(other.to_string()),
     }
+    TokenError::IssuerUnreachable { trace_id }
 }
 
 fn auth_reason(auth: ClientAuthMethod) -> &'static str {

@@ -3,11 +3,16 @@
 //!
 //! `feed-poll-ms` (`--feed-poll-ms`, `LANYARD_FEED_POLL_MS`; default 250) is how often a
 //! server reads the commit feed for the changes other servers sharing its database made.
+//!
+//! `federation-allowed-networks` lists the loopback, private or link-local networks a
+//! federated issuer's documents may be fetched from (none by default: such addresses are
+//! refused).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 /// Settings as one source gives them; every field optional so sources can be layered.
@@ -30,6 +35,9 @@ pub struct ConfigLayer {
     pub identity_throttling: Option<bool>,
     /// How often the commit feed is read for other servers' changes, in milliseconds.
     pub feed_poll_ms: Option<u64>,
+    /// Networks (`10.1.0.0/16`, `127.0.0.1`) in otherwise refused ranges that federated
+    /// issuers may be fetched from.
+    pub federation_allowed_networks: Option<Vec<String>>,
 }
 
 impl ConfigLayer {
@@ -46,6 +54,9 @@ impl ConfigLayer {
             log_format: self.log_format.or(lower.log_format),
             identity_throttling: self.identity_throttling.or(lower.identity_throttling),
             feed_poll_ms: self.feed_poll_ms.or(lower.feed_poll_ms),
+            federation_allowed_networks: self
+                .federation_allowed_networks
+                .or(lower.federation_allowed_networks),
         }
     }
 
@@ -92,6 +103,9 @@ pub struct Config {
     /// How often the commit feed is read for changes other servers sharing the database
     /// made: the longest they take to be seen here (this server's own are seen at once).
     pub feed_poll: Duration,
+    /// Loopback, private, link-local and other internal networks that federated issuers may
+    /// nevertheless be fetched from. Empty: every such address is refused.
+    pub federation_allowed_networks: Vec<IpNet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +182,14 @@ impl Config {
                 reason: "must be between 10 and 60000 (one minute)".into(),
             });
         }
+        let federation_allowed_networks = layer
+            .federation_allowed_networks
+            .iter()
+            .flatten()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .map(parse_network)
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(url) = &layer.database_url {
             if !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
@@ -192,6 +214,7 @@ impl Config {
             log_format,
             identity_throttling: layer.identity_throttling.unwrap_or(false),
             feed_poll,
+            federation_allowed_networks,
         })
     }
 
@@ -202,6 +225,17 @@ impl Config {
             None => self.data_dir.join("lanyard.db").display().to_string(),
         }
     }
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or one address (`127.0.0.1`, `::1`).
+fn parse_network(text: &str) -> Result<IpNet, ConfigError> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| ConfigError::Invalid {
+            name: "federation-allowed-networks",
+            reason: format!("`{text}` is not an address or a network such as `10.0.0.0/8`"),
+        })
 }
 
 fn validate_domain(domain: &str) -> Result<(), ConfigError> {
@@ -274,6 +308,55 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("feed-poll-ms"), "{err}");
+    }
+
+    #[test]
+    fn token_service_limits_have_safe_defaults_and_are_validated() {
+        let config = Config::from_layer(ConfigLayer::default()).unwrap();
+        assert!(config.federation_allowed_networks.is_empty());
+        for (layer, name) in [
+            (
+                ConfigLayer {
+                    federation_allowed_networks: Some(vec!["10.0.0.0/33".into()]),
+                    ..Default::default()
+                },
+                "federation-allowed-networks",
+            ),
+            (
+                ConfigLayer {
+                    federation_allowed_networks: Some(vec!["intranet".into()]),
+                    ..Default::default()
+                },
+                "federation-allowed-networks",
+            ),
+        ] {
+            let err = Config::from_layer(layer).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let config = Config::from_layer(ConfigLayer {
+            federation_allowed_networks: Some(vec![
+                "10.1.2.3/16".into(),
+                " ::1 ".into(),
+                String::new(),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let shown: Vec<String> = config
+            .federation_allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["10.1.0.0/16", "::1/128"]);
+    }
+
+    #[test]
+    fn token_service_limits_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.toml");
+        std::fs::write(&path, "federation-allowed-networks = [\"127.0.0.0/8\"]\n").unwrap();
+        let config = Config::from_layer(ConfigLayer::from_file(&path).unwrap()).unwrap();
+        assert_eq!(config.federation_allowed_networks.len(), 1);
     }
 
     #[test]

@@ -232,6 +232,12 @@ fn a_corrupt_configuration_is_refused() {
         &data,
         "invalid setting `feed-poll-ms`",
     );
+    // The token service's limits, likewise.
+    expect_start_failure(
+        &["--federation-allowed-networks", "10.0.0.0/8,intranet"],
+        &data,
+        "invalid setting `federation-allowed-networks`",
+    );
 }
 
 #[test]

@@ -354,7 +354,8 @@ impl Drop for Issuer {
 }
 
 /// `lanyard serve` as a child process with `LANYARD_EXTRA_CA_FILE` trusting the test
-/// issuer (an environment variable is process-wide, so not set in this test process).
+/// issuer (an environment variable is process-wide, so not set in this test process), and
+/// loopback allowed as an issuer's address (refused by default).
 struct ServeProcess {
     child: Child,
     port: u16,
@@ -381,6 +382,7 @@ impl ServeProcess {
             .arg("--port")
             .arg(port.to_string())
             .env("LANYARD_EXTRA_CA_FILE", extra_ca)
+            .env("LANYARD_FEDERATION_ALLOWED_NETWORKS", "127.0.0.0/8,::1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap());
         if let Some(db) = &db {

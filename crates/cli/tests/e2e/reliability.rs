@@ -12,6 +12,8 @@
 //! - `garbage`: malformed bodies at every write endpoint: a 4xx in the plane's shape, never 500.
 //! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
+//! - `token_service`: the token endpoint fetches nothing from loopback for a federated
+//!   credential (unless allowed) and tells no network error.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
@@ -26,3 +28,4 @@ mod matrix;
 mod secrets;
 mod soak;
 mod token_attacks;
+mod token_service;
