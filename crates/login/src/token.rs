@@ -6,8 +6,13 @@
 //! issued or refused, is written to the sign-in log before the client hears it (with group
 //! commits: [`crate::audit`]).
 //!
-//! An issuer whose keys cannot be fetched is answered with AADSTS50166 and a trace id; the
-//! cause is logged under that id only.
+//! Client assertions (certificate and federated) are accepted for at most the configured
+//! lifetime ([`Config::client_assertion_max_lifetime`] and
+//! [`Config::federated_assertion_max_lifetime`]). An issuer whose keys cannot be fetched is
+//! answered with AADSTS50166 and a trace id; the cause is logged under that id only.
+//!
+//! [`Config::client_assertion_max_lifetime`]: lanyard_platform::config::Config
+//! [`Config::federated_assertion_max_lifetime`]: lanyard_platform::config::Config
 
 use std::sync::Arc;
 
@@ -62,6 +67,9 @@ struct Issued {
 pub struct TokenService {
     state: AppState,
     issuers: IssuerKeys,
+    /// Longest accepted lifetimes of certificate and federated assertions, in seconds.
+    client_assertion_max_lifetime: i64,
+    federated_assertion_max_lifetime: i64,
     sign_ins: SignInLog,
     tenant_created: tokio::sync::OnceCell<i64>,
 }
@@ -69,11 +77,14 @@ pub struct TokenService {
 impl TokenService {
     pub fn new(state: AppState) -> Self {
         let config = &state.config;
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self {
             sign_ins: SignInLog::start(state.clone()),
             issuers: IssuerKeys::new(AddressPolicy::new(
                 config.federation_allowed_networks.clone(),
             )),
+            client_assertion_max_lifetime: secs(config.client_assertion_max_lifetime),
+            federated_assertion_max_lifetime: secs(config.federated_assertion_max_lifetime),
             state,
             tenant_created: tokio::sync::OnceCell::new(),
         }
@@ -292,6 +303,7 @@ impl TokenService {
             &audiences,
             &certificates,
             self.state.clock.as_ref(),
+            self.client_assertion_max_lifetime,
         )
         .map(|_| ())
         .map_err(|e| TokenServiceError::from(e).into())
@@ -355,17 +367,18 @@ impl TokenService {
             .into());
         }
         let clock = self.state.clock.as_ref();
+        let max = self.federated_assertion_max_lifetime;
         let keys = self.issuers.keys(iss, false).await.map_err(unreachable)?;
-        let result = match verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
-        {
-            Err(AssertionError::UnknownKey(_)) => {
-                // The issuer may have rotated its keys since we fetched them.
-                let keys = self.issuers.keys(iss, true).await.map_err(unreachable)?;
-                verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
-                    .map(|_| ())
-            }
-            other => other.map(|_| ()),
-        };
+        let result =
+            match verify_federated_assertion_with_keys(assertion, &keys, candidates, clock, max) {
+                Err(AssertionError::UnknownKey(_)) => {
+                    // The issuer may have rotated its keys since we fetched them.
+                    let keys = self.issuers.keys(iss, true).await.map_err(unreachable)?;
+                    verify_federated_assertion_with_keys(assertion, &keys, candidates, clock, max)
+                        .map(|_| ())
+                }
+                other => other.map(|_| ()),
+            };
         result.map_err(|e| TokenServiceError::from(e).into())
     }
 

@@ -4,9 +4,11 @@
 //! `feed-poll-ms` (`--feed-poll-ms`, `LANYARD_FEED_POLL_MS`; default 250) is how often a
 //! server reads the commit feed for the changes other servers sharing its database made.
 //!
-//! `federation-allowed-networks` lists the loopback, private or link-local networks a
-//! federated issuer's documents may be fetched from (none by default: such addresses are
-//! refused).
+//! The token service's limits: `client-assertion-max-lifetime-secs` and
+//! `federated-assertion-max-lifetime-secs` bound how long a client assertion may be valid
+//! (defaults one hour and 24 hours); `federation-allowed-networks` lists the loopback,
+//! private or link-local networks a federated issuer's documents may be fetched from (none by
+//! default: such addresses are refused).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,10 @@ pub struct ConfigLayer {
     pub identity_throttling: Option<bool>,
     /// How often the commit feed is read for other servers' changes, in milliseconds.
     pub feed_poll_ms: Option<u64>,
+    /// The longest a certificate-signed client assertion may be valid, in seconds.
+    pub client_assertion_max_lifetime_secs: Option<u64>,
+    /// The longest a federated (workload identity) assertion may be valid, in seconds.
+    pub federated_assertion_max_lifetime_secs: Option<u64>,
     /// Networks (`10.1.0.0/16`, `127.0.0.1`) in otherwise refused ranges that federated
     /// issuers may be fetched from.
     pub federation_allowed_networks: Option<Vec<String>>,
@@ -54,6 +60,12 @@ impl ConfigLayer {
             log_format: self.log_format.or(lower.log_format),
             identity_throttling: self.identity_throttling.or(lower.identity_throttling),
             feed_poll_ms: self.feed_poll_ms.or(lower.feed_poll_ms),
+            client_assertion_max_lifetime_secs: self
+                .client_assertion_max_lifetime_secs
+                .or(lower.client_assertion_max_lifetime_secs),
+            federated_assertion_max_lifetime_secs: self
+                .federated_assertion_max_lifetime_secs
+                .or(lower.federated_assertion_max_lifetime_secs),
             federation_allowed_networks: self
                 .federation_allowed_networks
                 .or(lower.federation_allowed_networks),
@@ -103,6 +115,11 @@ pub struct Config {
     /// How often the commit feed is read for changes other servers sharing the database
     /// made: the longest they take to be seen here (this server's own are seen at once).
     pub feed_poll: Duration,
+    /// The longest a certificate-signed client assertion may be valid (`exp` - `nbf`, and
+    /// how far `exp` lies ahead).
+    pub client_assertion_max_lifetime: Duration,
+    /// The same bound for federated assertions.
+    pub federated_assertion_max_lifetime: Duration,
     /// Loopback, private, link-local and other internal networks that federated issuers may
     /// nevertheless be fetched from. Empty: every such address is refused.
     pub federation_allowed_networks: Vec<IpNet>,
@@ -123,6 +140,12 @@ pub const DEFAULT_DOMAIN: &str = "lanyard.localhost";
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_KEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_FEED_POLL: Duration = Duration::from_millis(250);
+pub const DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(
+    lanyard_token::credentials::DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME_SECS.unsigned_abs(),
+);
+pub const DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(
+    lanyard_token::credentials::DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME_SECS.unsigned_abs(),
+);
 
 /// The data directory used when none is given: `$HOME/.lanyard`, else `./.lanyard`.
 pub fn default_data_dir() -> PathBuf {
@@ -182,6 +205,26 @@ impl Config {
                 reason: "must be between 10 and 60000 (one minute)".into(),
             });
         }
+        let assertion_lifetime = |value: Option<u64>, default: Duration, name: &'static str| {
+            let lifetime = value.map(Duration::from_secs).unwrap_or(default);
+            if !(60..=7 * 24 * 3600).contains(&lifetime.as_secs()) {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be between 60 (one minute) and 604800 (7 days)".into(),
+                });
+            }
+            Ok(lifetime)
+        };
+        let client_assertion_max_lifetime = assertion_lifetime(
+            layer.client_assertion_max_lifetime_secs,
+            DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME,
+            "client-assertion-max-lifetime-secs",
+        )?;
+        let federated_assertion_max_lifetime = assertion_lifetime(
+            layer.federated_assertion_max_lifetime_secs,
+            DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME,
+            "federated-assertion-max-lifetime-secs",
+        )?;
         let federation_allowed_networks = layer
             .federation_allowed_networks
             .iter()
@@ -214,6 +257,8 @@ impl Config {
             log_format,
             identity_throttling: layer.identity_throttling.unwrap_or(false),
             feed_poll,
+            client_assertion_max_lifetime,
+            federated_assertion_max_lifetime,
             federation_allowed_networks,
         })
     }
@@ -313,8 +358,30 @@ mod tests {
     #[test]
     fn token_service_limits_have_safe_defaults_and_are_validated() {
         let config = Config::from_layer(ConfigLayer::default()).unwrap();
+        assert_eq!(
+            config.client_assertion_max_lifetime,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            config.federated_assertion_max_lifetime,
+            Duration::from_secs(86400)
+        );
         assert!(config.federation_allowed_networks.is_empty());
         for (layer, name) in [
+            (
+                ConfigLayer {
+                    client_assertion_max_lifetime_secs: Some(10 * 365 * 86400),
+                    ..Default::default()
+                },
+                "client-assertion-max-lifetime-secs",
+            ),
+            (
+                ConfigLayer {
+                    federated_assertion_max_lifetime_secs: Some(0),
+                    ..Default::default()
+                },
+                "federated-assertion-max-lifetime-secs",
+            ),
             (
                 ConfigLayer {
                     federation_allowed_networks: Some(vec!["10.0.0.0/33".into()]),
@@ -354,8 +421,16 @@ mod tests {
     fn token_service_limits_read_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lanyard.toml");
-        std::fs::write(&path, "federation-allowed-networks = [\"127.0.0.0/8\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "client-assertion-max-lifetime-secs = 600\nfederation-allowed-networks = [\"127.0.0.0/8\"]\n",
+        )
+        .unwrap();
         let config = Config::from_layer(ConfigLayer::from_file(&path).unwrap()).unwrap();
+        assert_eq!(
+            config.client_assertion_max_lifetime,
+            Duration::from_secs(600)
+        );
         assert_eq!(config.federation_allowed_networks.len(), 1);
     }
 

@@ -13,7 +13,8 @@
 //! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
 //! - `token_service`: the token endpoint fetches nothing from loopback for a federated
-//!   credential (unless allowed) and tells no network error.
+//!   credential (unless allowed) and tells no network error; assertions valid for years are
+//!   refused.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.

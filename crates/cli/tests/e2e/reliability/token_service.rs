@@ -7,6 +7,9 @@
 //!   network allowed by the operator, the fetch goes out, and its failure is still not told.
 //!   Link-local, private and metadata addresses are refused on their spelling before any
 //!   client exists (unit tests in `lanyard-login`; no test sends a packet to them).
+//! - Accept client assertions valid for years: a certificate assertion whose `exp` is five
+//!   years ahead, or whose `nbf` is five years back, is refused with AADSTS700024; the usual
+//!   ten-minute one passes. (Federated assertions: `login.rs`, against a real OIDC issuer.)
 
 use std::time::Duration;
 
@@ -18,7 +21,10 @@ use super::kit::*;
 use crate::both_backends;
 use crate::support::{Backend, TestServer};
 
-both_backends!(federated_issuers_on_loopback_are_never_contacted,);
+both_backends!(
+    federated_issuers_on_loopback_are_never_contacted,
+    client_assertions_valid_for_years_are_refused,
+);
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const EXCHANGE: &str = "api://AzureADTokenExchange";
@@ -262,4 +268,66 @@ async fn federated_issuers_on_loopback_are_never_contacted(backend: Backend) {
         "an allowed issuer was not fetched from"
     );
     assert_issuer_unreachable(&r);
+}
+
+async fn client_assertions_valid_for_years_are_refused(backend: Backend) {
+    let server = TestServer::start(backend).await.unwrap();
+    let t = Target::of(&server);
+    let graph = t.admin_token(GRAPH_SCOPE).await;
+    let app = create_app(&t, &graph, "cert-app").await;
+    let now = now();
+    let key = lanyard_token::SigningKey::generate(now).unwrap();
+    let der = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(key.certificate_der())
+    };
+    let r = call(
+        &t.http,
+        Method::PATCH,
+        &t.arm(&format!("/v1.0/applications/{}", app.id)),
+        bearer_json(
+            &graph,
+            &json!({"keyCredentials": [{"type": "AsymmetricX509Cert", "usage": "Verify", "key": der}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let audience = t.arm(&format!("/{}/oauth2/v2.0/token", t.tenant()));
+    let assertion = |nbf: i64, exp: i64| {
+        lanyard_token::mint::sign_jwt(
+            &key,
+            &json!({"iss": app.client_id, "sub": app.client_id, "aud": audience,
+                    "nbf": nbf, "iat": nbf, "exp": exp, "jti": Uuid::new_v4()}),
+        )
+        .unwrap()
+    };
+    let years = 5 * 365 * 24 * 3600;
+
+    // The usual ten minutes: a token, and another for the same assertion (Entra allows
+    // reuse within its lifetime, and clients rely on it).
+    let usual = assertion(now, now + 600);
+    for _ in 0..2 {
+        let ok = assertion_token(&t, &app.client_id, &usual).await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+        assert!(ok.json["access_token"].is_string());
+    }
+    // Valid for five years from now, or since five years ago, or two hours (over the
+    // default hour): refused, no token.
+    for (nbf, exp, what) in [
+        (now, now + years, "five years ahead"),
+        (now - years, now + 600, "since five years ago"),
+        (now, now + 2 * 3600, "two hours"),
+    ] {
+        let r = assertion_token(&t, &app.client_id, &assertion(nbf, exp)).await;
+        assert_aadsts(&r, 400, "invalid_client", 700024);
+        assert!(r.json.get("access_token").is_none(), "{what}: {}", r.text);
+        assert!(
+            r.json["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("at most 3600"),
+            "{what}: {}",
+            r.text
+        );
+    }
 }
