@@ -42,6 +42,22 @@ pub struct ServerArgs {
     /// database, in milliseconds (10 to 60000; default 250).
     #[arg(long, env = "LANYARD_FEED_POLL_MS")]
     pub feed_poll_ms: Option<u64>,
+    /// The longest a certificate-signed client assertion may be valid, in seconds (60 to
+    /// 604800; default 3600).
+    #[arg(long, env = "LANYARD_CLIENT_ASSERTION_MAX_LIFETIME_SECS")]
+    pub client_assertion_max_lifetime_secs: Option<u64>,
+    /// The longest a federated (workload identity) assertion may be valid, in seconds (60 to
+    /// 604800; default 86400).
+    #[arg(long, env = "LANYARD_FEDERATED_ASSERTION_MAX_LIFETIME_SECS")]
+    pub federated_assertion_max_lifetime_secs: Option<u64>,
+    /// Loopback, private or link-local networks federated issuers may be fetched from,
+    /// comma-separated (`10.1.0.0/16,127.0.0.1`); default none: such addresses are refused.
+    #[arg(
+        long,
+        env = "LANYARD_FEDERATION_ALLOWED_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub federation_allowed_networks: Option<Vec<String>>,
 }
 
 impl ServerArgs {
@@ -56,6 +72,9 @@ impl ServerArgs {
             log_format: self.log_format.clone(),
             identity_throttling: self.identity_throttling,
             feed_poll_ms: self.feed_poll_ms,
+            client_assertion_max_lifetime_secs: self.client_assertion_max_lifetime_secs,
+            federated_assertion_max_lifetime_secs: self.federated_assertion_max_lifetime_secs,
+            federation_allowed_networks: self.federation_allowed_networks.clone(),
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);

@@ -40,9 +40,11 @@ pub enum TokenError {
     /// AADSTS7000229, 400 `invalid_client`: an application without a service principal.
     #[error("application `{0}` has no service principal in the tenant")]
     NoServicePrincipal(String),
-    /// AADSTS50166, 400 `invalid_request`: the external issuer's documents could not be read.
-    #[error("request to external oidc endpoint failed: {0}")]
-    IssuerUnreachable(String),
+    /// AADSTS50166, 400 `invalid_request`: the external issuer's documents could not be read
+    /// (or may not be fetched from where it is). Why is in the server's log under
+    /// `trace_id`, never told to the client, as Entra tells it nothing either.
+    #[error("request to external oidc endpoint failed (trace id {trace_id})")]
+    IssuerUnreachable { trace_id: uuid::Uuid },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Signing failed: ours to fix, never the client's.
@@ -60,7 +62,7 @@ impl TokenError {
             Self::Method(_) => 900561,
             Self::ScopeNotDefault(_) => 1002012,
             Self::NoServicePrincipal(_) => 7000229,
-            Self::IssuerUnreachable(_) => 50166,
+            Self::IssuerUnreachable { .. } => 50166,
             Self::Store(_) | Self::Internal(_) => return None,
         })
     }
@@ -88,8 +90,8 @@ impl TokenError {
             Self::NoServicePrincipal(client_id) => format!(
                 "The client application {client_id} is missing service principal in the tenant."
             ),
-            Self::IssuerUnreachable(reason) => {
-                format!("Request to External OIDC endpoint failed. [Reason - {reason}]")
+            Self::IssuerUnreachable { trace_id } => {
+                format!("Request to External OIDC endpoint failed.\r\nTrace ID: {trace_id}")
             }
             Self::Store(e) => return e.to_string(),
             Self::Internal(e) => return e.clone(),
@@ -118,12 +120,17 @@ impl TokenError {
             Self::Method(_) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request"),
             Self::ScopeNotDefault(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
             Self::NoServicePrincipal(_) => (StatusCode::BAD_REQUEST, "invalid_client"),
-            Self::IssuerUnreachable(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::IssuerUnreachable { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::Store(e) => return from_store(Dialect::Entra, e),
             Self::Internal(e) => return ApiError::internal(Dialect::Entra, e),
         };
         let codes = self.aadsts_code().into_iter().collect();
-        ApiError::new(Dialect::Entra, status, error, self.message()).with_error_codes(codes)
+        let api =
+            ApiError::new(Dialect::Entra, status, error, self.message()).with_error_codes(codes);
+        match self {
+            Self::IssuerUnreachable { trace_id } => api.with_trace_id(trace_id),
+            _ => api,
+        }
     }
 }
 
@@ -234,7 +241,9 @@ mod tests {
                 400,
             ),
             (
-                TokenError::IssuerUnreachable("r".into()),
+                TokenError::IssuerUnreachable {
+                    trace_id: uuid::Uuid::nil(),
+                },
                 50166,
                 "invalid_request",
                 400,

@@ -16,6 +16,8 @@
 //! - [`audit`]: the sign-in log of the token endpoints, written with group commits.
 //! - [`federation`]: external issuers' keys, fetched over HTTPS (trusting
 //!   `LANYARD_EXTRA_CA_FILE` too) and cached with a TTL.
+//! - [`outbound`]: the addresses those fetches may reach (no loopback, private or
+//!   link-local ones unless the operator allows their network), checked as they connect.
 //! - [`apps`]: how applications, service principals and their credentials are stored, and
 //!   their Graph JSON.
 //! - [`graph`]: the `/v1.0/applications` and `/v1.0/servicePrincipals` endpoints
@@ -34,6 +36,7 @@ pub mod errors;
 pub mod federation;
 pub mod form;
 pub mod graph;
+pub mod outbound;
 pub mod paths;
 pub mod token;
 

@@ -7,6 +7,14 @@
 //! no token that outlives the revocation); every outcome,
 //! issued or refused, is written to the sign-in log before the client hears it (with group
 //! commits: [`crate::audit`]).
+//!
+//! Client assertions (certificate and federated) are accepted for at most the configured
+//! lifetime ([`Config::client_assertion_max_lifetime`] and
+//! [`Config::federated_assertion_max_lifetime`]). An issuer whose keys cannot be fetched is
+//! answered with AADSTS50166 and a trace id; the cause is logged under that id only.
+//!
+//! [`Config::client_assertion_max_lifetime`]: lanyard_platform::config::Config
+//! [`Config::federated_assertion_max_lifetime`]: lanyard_platform::config::Config
 
 use std::sync::Arc;
 
@@ -34,6 +42,7 @@ use crate::federation::{FetchError, IssuerKeys};
 use crate::form::{
     apply_basic_auth, bounded, parse_form, requested_resource, EndpointVersion, JWT_BEARER,
 };
+use crate::outbound::AddressPolicy;
 
 /// The ARM type of a user-assigned identity's federated identity credentials.
 pub const UAI_FIC_TYPE: &str =
@@ -61,16 +70,25 @@ struct Issued {
 pub struct TokenService {
     state: AppState,
     issuers: IssuerKeys,
+    /// Longest accepted lifetimes of certificate and federated assertions, in seconds.
+    client_assertion_max_lifetime: i64,
+    federated_assertion_max_lifetime: i64,
     sign_ins: SignInLog,
     tenant_created: tokio::sync::OnceCell<i64>,
 }
 
 impl TokenService {
     pub fn new(state: AppState) -> Self {
+        let config = &state.config;
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self {
             sign_ins: SignInLog::start(state.clone()),
+            issuers: IssuerKeys::new(AddressPolicy::new(
+                config.federation_allowed_networks.clone(),
+            )),
+            client_assertion_max_lifetime: secs(config.client_assertion_max_lifetime),
+            federated_assertion_max_lifetime: secs(config.federated_assertion_max_lifetime),
             state,
-            issuers: IssuerKeys::new(),
             tenant_created: tokio::sync::OnceCell::new(),
         }
     }
@@ -302,6 +320,7 @@ impl TokenService {
             &audiences,
             &certificates,
             self.state.clock.as_ref(),
+            self.client_assertion_max_lifetime,
         )
         .map(|_| ())
         .map_err(|e| TokenServiceError::from(e).into())
@@ -365,17 +384,18 @@ impl TokenService {
             .into());
         }
         let clock = self.state.clock.as_ref();
+        let max = self.federated_assertion_max_lifetime;
         let keys = self.issuers.keys(iss, false).await.map_err(unreachable)?;
-        let result = match verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
-        {
-            Err(AssertionError::UnknownKey(_)) => {
-                // The issuer may have rotated its keys since we fetched them.
-                let keys = self.issuers.keys(iss, true).await.map_err(unreachable)?;
-                verify_federated_assertion_with_keys(assertion, &keys, candidates, clock)
-                    .map(|_| ())
-            }
-            other => other.map(|_| ()),
-        };
+        let result =
+            match verify_federated_assertion_with_keys(assertion, &keys, candidates, clock, max) {
+                Err(AssertionError::UnknownKey(_)) => {
+                    // The issuer may have rotated its keys since we fetched them.
+                    let keys = self.issuers.keys(iss, true).await.map_err(unreachable)?;
+                    verify_federated_assertion_with_keys(assertion, &keys, candidates, clock, max)
+                        .map(|_| ())
+                }
+                other => other.map(|_| ()),
+            };
         result.map_err(|e| TokenServiceError::from(e).into())
     }
 
@@ -427,18 +447,29 @@ impl TokenService {
     }
 }
 
-/// A failed fetch of an issuer's keys. Our own trust configuration is logged, not told to
-/// the client (it names server files).
+/// A failed fetch of an issuer's keys. The client learns only that it failed, and a trace
+/// id; the cause (addresses, network and TLS errors, the issuer's answers) goes to the log
+/// under that id, since whoever wrote the federated credential chose the URL and must not
+/// get a probe of the server's network out of it.
 fn unreachable(e: FetchError) -> TokenError {
-    match e {
-        FetchError::Trust(reason) => {
-            tracing::error!(%reason, "external issuers cannot be trusted: fix {}", crate::federation::EXTRA_CA_VAR);
-            TokenError::IssuerUnreachable(
-                "the server's trust store for external issuers is misconfigured".into(),
-            )
+    let trace_id = Uuid::new_v4();
+    match &e {
+        FetchError::Trust(reason) => tracing::error!(
+            %trace_id,
+            %reason,
+            "external issuers cannot be trusted: fix {}",
+            crate::federation::EXTRA_CA_VAR
+        ),
+        FetchError::Refused { .. } => tracing::warn!(
+            %trace_id,
+            error = %e,
+            "an external issuer's keys were not fetched: its address is refused (allow its network with federation-allowed-networks)"
+        ),
+        _ => {
+            tracing::warn!(%trace_id, error = %e, "an external issuer's keys could not be fetched")
         }
-        other => TokenError::IssuerUnreachable(other.to_string()),
     }
+    TokenError::IssuerUnreachable { trace_id }
 }
 
 fn auth_reason(auth: ClientAuthMethod) -> &'static str {

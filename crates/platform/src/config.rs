@@ -3,11 +3,18 @@
 //!
 //! `feed-poll-ms` (`--feed-poll-ms`, `LANYARD_FEED_POLL_MS`; default 250) is how often a
 //! server reads the commit feed for the changes other servers sharing its database made.
+//!
+//! The token service's limits: `client-assertion-max-lifetime-secs` and
+//! `federated-assertion-max-lifetime-secs` bound how long a client assertion may be valid
+//! (defaults one hour and 24 hours); `federation-allowed-networks` lists the loopback,
+//! private or link-local networks a federated issuer's documents may be fetched from (none by
+//! default: such addresses are refused).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 /// Settings as one source gives them; every field optional so sources can be layered.
@@ -30,6 +37,13 @@ pub struct ConfigLayer {
     pub identity_throttling: Option<bool>,
     /// How often the commit feed is read for other servers' changes, in milliseconds.
     pub feed_poll_ms: Option<u64>,
+    /// The longest a certificate-signed client assertion may be valid, in seconds.
+    pub client_assertion_max_lifetime_secs: Option<u64>,
+    /// The longest a federated (workload identity) assertion may be valid, in seconds.
+    pub federated_assertion_max_lifetime_secs: Option<u64>,
+    /// Networks (`10.1.0.0/16`, `127.0.0.1`) in otherwise refused ranges that federated
+    /// issuers may be fetched from.
+    pub federation_allowed_networks: Option<Vec<String>>,
 }
 
 impl ConfigLayer {
@@ -46,6 +60,15 @@ impl ConfigLayer {
             log_format: self.log_format.or(lower.log_format),
             identity_throttling: self.identity_throttling.or(lower.identity_throttling),
             feed_poll_ms: self.feed_poll_ms.or(lower.feed_poll_ms),
+            client_assertion_max_lifetime_secs: self
+                .client_assertion_max_lifetime_secs
+                .or(lower.client_assertion_max_lifetime_secs),
+            federated_assertion_max_lifetime_secs: self
+                .federated_assertion_max_lifetime_secs
+                .or(lower.federated_assertion_max_lifetime_secs),
+            federation_allowed_networks: self
+                .federation_allowed_networks
+                .or(lower.federation_allowed_networks),
         }
     }
 
@@ -92,6 +115,14 @@ pub struct Config {
     /// How often the commit feed is read for changes other servers sharing the database
     /// made: the longest they take to be seen here (this server's own are seen at once).
     pub feed_poll: Duration,
+    /// The longest a certificate-signed client assertion may be valid (`exp` - `nbf`, and
+    /// how far `exp` lies ahead).
+    pub client_assertion_max_lifetime: Duration,
+    /// The same bound for federated assertions.
+    pub federated_assertion_max_lifetime: Duration,
+    /// Loopback, private, link-local and other internal networks that federated issuers may
+    /// nevertheless be fetched from. Empty: every such address is refused.
+    pub federation_allowed_networks: Vec<IpNet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +140,12 @@ pub const DEFAULT_DOMAIN: &str = "lanyard.localhost";
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_KEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_FEED_POLL: Duration = Duration::from_millis(250);
+pub const DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(
+    lanyard_token::credentials::DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME_SECS.unsigned_abs(),
+);
+pub const DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(
+    lanyard_token::credentials::DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME_SECS.unsigned_abs(),
+);
 
 /// The data directory used when none is given: `$HOME/.lanyard`, else `./.lanyard`.
 pub fn default_data_dir() -> PathBuf {
@@ -168,6 +205,34 @@ impl Config {
                 reason: "must be between 10 and 60000 (one minute)".into(),
             });
         }
+        let assertion_lifetime = |value: Option<u64>, default: Duration, name: &'static str| {
+            let lifetime = value.map(Duration::from_secs).unwrap_or(default);
+            if !(60..=7 * 24 * 3600).contains(&lifetime.as_secs()) {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be between 60 (one minute) and 604800 (7 days)".into(),
+                });
+            }
+            Ok(lifetime)
+        };
+        let client_assertion_max_lifetime = assertion_lifetime(
+            layer.client_assertion_max_lifetime_secs,
+            DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME,
+            "client-assertion-max-lifetime-secs",
+        )?;
+        let federated_assertion_max_lifetime = assertion_lifetime(
+            layer.federated_assertion_max_lifetime_secs,
+            DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME,
+            "federated-assertion-max-lifetime-secs",
+        )?;
+        let federation_allowed_networks = layer
+            .federation_allowed_networks
+            .iter()
+            .flatten()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .map(parse_network)
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(url) = &layer.database_url {
             if !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
@@ -192,6 +257,9 @@ impl Config {
             log_format,
             identity_throttling: layer.identity_throttling.unwrap_or(false),
             feed_poll,
+            client_assertion_max_lifetime,
+            federated_assertion_max_lifetime,
+            federation_allowed_networks,
         })
     }
 
@@ -202,6 +270,17 @@ impl Config {
             None => self.data_dir.join("lanyard.db").display().to_string(),
         }
     }
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or one address (`127.0.0.1`, `::1`).
+fn parse_network(text: &str) -> Result<IpNet, ConfigError> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| ConfigError::Invalid {
+            name: "federation-allowed-networks",
+            reason: format!("`{text}` is not an address or a network such as `10.0.0.0/8`"),
+        })
 }
 
 fn validate_domain(domain: &str) -> Result<(), ConfigError> {
@@ -274,6 +353,85 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("feed-poll-ms"), "{err}");
+    }
+
+    #[test]
+    fn token_service_limits_have_safe_defaults_and_are_validated() {
+        let config = Config::from_layer(ConfigLayer::default()).unwrap();
+        assert_eq!(
+            config.client_assertion_max_lifetime,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            config.federated_assertion_max_lifetime,
+            Duration::from_secs(86400)
+        );
+        assert!(config.federation_allowed_networks.is_empty());
+        for (layer, name) in [
+            (
+                ConfigLayer {
+                    client_assertion_max_lifetime_secs: Some(10 * 365 * 86400),
+                    ..Default::default()
+                },
+                "client-assertion-max-lifetime-secs",
+            ),
+            (
+                ConfigLayer {
+                    federated_assertion_max_lifetime_secs: Some(0),
+                    ..Default::default()
+                },
+                "federated-assertion-max-lifetime-secs",
+            ),
+            (
+                ConfigLayer {
+                    federation_allowed_networks: Some(vec!["10.0.0.0/33".into()]),
+                    ..Default::default()
+                },
+                "federation-allowed-networks",
+            ),
+            (
+                ConfigLayer {
+                    federation_allowed_networks: Some(vec!["intranet".into()]),
+                    ..Default::default()
+                },
+                "federation-allowed-networks",
+            ),
+        ] {
+            let err = Config::from_layer(layer).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let config = Config::from_layer(ConfigLayer {
+            federation_allowed_networks: Some(vec![
+                "10.1.2.3/16".into(),
+                " ::1 ".into(),
+                String::new(),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let shown: Vec<String> = config
+            .federation_allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["10.1.0.0/16", "::1/128"]);
+    }
+
+    #[test]
+    fn token_service_limits_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.toml");
+        std::fs::write(
+            &path,
+            "client-assertion-max-lifetime-secs = 600\nfederation-allowed-networks = [\"127.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let config = Config::from_layer(ConfigLayer::from_file(&path).unwrap()).unwrap();
+        assert_eq!(
+            config.client_assertion_max_lifetime,
+            Duration::from_secs(600)
+        );
+        assert_eq!(config.federation_allowed_networks.len(), 1);
     }
 
     #[test]

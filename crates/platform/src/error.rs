@@ -45,6 +45,8 @@ struct Extra {
     inner_code: Option<String>,
     /// Entra `error_codes` (the numeric part of `AADSTS…`).
     error_codes: Vec<u32>,
+    /// Entra `trace_id`, when the server logged the cause under it.
+    trace_id: Option<Uuid>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -95,6 +97,12 @@ impl ApiError {
 
     pub fn with_error_codes(mut self, codes: Vec<u32>) -> Self {
         self.extra().error_codes = codes;
+        self
+    }
+
+    /// Entra `trace_id`: the id the cause was logged under, so an operator finds it.
+    pub fn with_trace_id(mut self, trace_id: Uuid) -> Self {
+        self.extra().trace_id = Some(trace_id);
         self
     }
 
@@ -166,7 +174,7 @@ impl ApiError {
                     "error_description": self.message,
                     "error_codes": self.error_codes(),
                     "timestamp": timestamp,
-                    "trace_id": Uuid::new_v4(),
+                    "trace_id": extra.and_then(|e| e.trace_id).unwrap_or_else(Uuid::new_v4),
                     "correlation_id": Uuid::new_v4(),
                 });
                 (
@@ -358,5 +366,22 @@ mod tests {
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }
+    }
+
+    #[tokio::test]
+    async fn entra_trace_id_is_the_one_given() {
+        let id = Uuid::new_v4();
+        let (_, _, body) = render(
+            ApiError::new(
+                Dialect::Entra,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "AADSTS50166: Request to External OIDC endpoint failed.",
+            )
+            .with_trace_id(id),
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["trace_id"], id.to_string());
     }
 }

@@ -6,6 +6,15 @@
 //!   RS256/PS256 client assertion signed with its key ([`verify_client_assertion`]).
 //! - Federated credentials: an external issuer's JWT matched against the identity's
 //!   federated identity credentials ([`verify_federated_assertion`]).
+//!
+//! Both kinds of assertion are bounded in lifetime (`exp` - `nbf`, else `exp` - `iat`) and in
+//! how far `exp` lies ahead, by a limit the caller passes (the server's configuration;
+//! defaults [`DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME_SECS`] and
+//! [`DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME_SECS`]). An assertion may be presented more
+//! than once within that window, as Entra allows: clients reuse one (MSAL keeps its signed
+//! assertion for most of its ten minutes; a Kubernetes token file is re-read and re-sent
+//! until the kubelet replaces it), so the lifetime bound, not a `jti` cache, limits what a
+//! leaked assertion is worth.
 
 use lanyard_domain::Clock;
 use rand::RngCore;
@@ -20,6 +29,13 @@ use crate::UnixTime;
 
 /// Clock skew tolerated on assertion times.
 pub const ASSERTION_SKEW_SECS: i64 = crate::keys::DEFAULT_SKEW_SECS;
+/// The longest lifetime accepted by default for a certificate-signed client assertion. MSAL
+/// signs assertions for ten minutes and Microsoft.IdentityModel's default is one hour;
+/// Entra's guidance is five to ten minutes.
+pub const DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME_SECS: i64 = 3600;
+/// The longest lifetime accepted by default for a federated assertion: Kubernetes service
+/// account tokens for Azure workload identity last one to 24 hours (1 hour by default).
+pub const DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME_SECS: i64 = 24 * 3600;
 /// `client_assertion_type` for both certificate and federated assertions.
 pub const JWT_BEARER_ASSERTION_TYPE: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -345,6 +361,16 @@ pub enum AssertionError {
     Expired { exp: UnixTime, now: UnixTime },
     #[error("assertion is not valid before {nbf}, now is {now}")]
     NotYetValid { nbf: UnixTime, now: UnixTime },
+    /// Valid for longer than the server accepts: `lifetime` is `exp` - `nbf` (else `iat`),
+    /// or how far `exp` lies ahead of now, whichever is longer.
+    #[error("assertion is valid for {lifetime} seconds, longer than the {max} accepted")]
+    LifetimeTooLong {
+        lifetime: i64,
+        max: i64,
+        not_before: Option<UnixTime>,
+        exp: UnixTime,
+        now: UnixTime,
+    },
     #[error("assertion has no `{0}` claim")]
     MissingClaim(&'static str),
     #[error("assertion audience `{0}` is not this token endpoint")]
@@ -396,6 +422,8 @@ struct AssertionClaims {
     exp: Option<i64>,
     #[serde(default, deserialize_with = "numeric_date")]
     nbf: Option<i64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    iat: Option<i64>,
     #[serde(default)]
     jti: Option<String>,
 }
@@ -412,7 +440,14 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
     }))
 }
 
-fn check_times(claims: &AssertionClaims, now: UnixTime) -> Result<(), AssertionError> {
+/// `exp` is live and `nbf` reached (with [`ASSERTION_SKEW_SECS`] either way), and the
+/// assertion is valid for at most `max_lifetime` seconds: from `nbf` (else `iat`) to `exp`,
+/// and from now to `exp` (plus the skew, for a client whose clock runs ahead).
+fn check_times(
+    claims: &AssertionClaims,
+    now: UnixTime,
+    max_lifetime: i64,
+) -> Result<(), AssertionError> {
     let exp = claims.exp.ok_or(AssertionError::MissingClaim("exp"))?;
     if now > exp.saturating_add(ASSERTION_SKEW_SECS) {
         return Err(AssertionError::Expired { exp, now });
@@ -421,6 +456,18 @@ fn check_times(claims: &AssertionClaims, now: UnixTime) -> Result<(), AssertionE
         if now < nbf.saturating_sub(ASSERTION_SKEW_SECS) {
             return Err(AssertionError::NotYetValid { nbf, now });
         }
+    }
+    let start = claims.nbf.or(claims.iat);
+    let declared = start.map_or(0, |s| exp.saturating_sub(s));
+    let ahead = exp.saturating_sub(now);
+    if declared > max_lifetime || ahead > max_lifetime.saturating_add(ASSERTION_SKEW_SECS) {
+        return Err(AssertionError::LifetimeTooLong {
+            lifetime: declared.max(ahead),
+            max: max_lifetime,
+            not_before: start,
+            exp,
+            now,
+        });
     }
     Ok(())
 }
@@ -448,13 +495,15 @@ pub struct VerifiedClientAssertion<'c> {
 /// Accepts RS256 and PS256 (MSAL Node signs PS256 with `x5t#S256`), the certificate named by
 /// `x5t#S256`, `x5t` or a hex-thumbprint `kid`; requires `aud` ∈ `token_endpoints` (pass
 /// every form the server answers to: v1 and v2 endpoint URLs, tenant id and domain forms),
-/// `iss` = `sub` = `client_id`, a live `exp`/`nbf` (5 minutes skew), and a `jti`.
+/// `iss` = `sub` = `client_id`, a live `exp`/`nbf` (5 minutes skew), a lifetime of at most
+/// `max_lifetime` seconds, and a `jti`.
 pub fn verify_client_assertion<'c>(
     jwt: &str,
     client_id: &str,
     token_endpoints: &[String],
     certificates: &'c [CertificateCredential],
     clock: &dyn Clock,
+    max_lifetime: i64,
 ) -> Result<VerifiedClientAssertion<'c>, AssertionError> {
     let now = clock.unix();
     let (jws, alg, claims) = parse_assertion(jwt)?;
@@ -487,7 +536,7 @@ pub fn verify_client_assertion<'c>(
             not_after: certificate.not_after,
         });
     }
-    check_times(&claims, now)?;
+    check_times(&claims, now, max_lifetime)?;
     let aud = claims
         .aud
         .as_ref()
@@ -555,16 +604,23 @@ pub fn peek_unverified_issuer(jwt: &str) -> Result<String, AssertionError> {
 
 /// Verifies an external issuer's JWT against its JWKS (`jwks_json`) and finds the federated
 /// credential it satisfies: `iss` = issuer and `sub` = subject exactly, `aud` (string or
-/// array) ∩ audiences non-empty. Signature algorithms: RS256/384/512, PS256/384/512,
-/// ES256, ES384.
+/// array) ∩ audiences non-empty, a live `exp`/`nbf` and a lifetime of at most
+/// `max_lifetime` seconds. Signature algorithms: RS256/384/512, PS256/384/512, ES256, ES384.
 pub fn verify_federated_assertion<'c>(
     jwt: &str,
     jwks_json: &str,
     candidates: &'c [FederatedCredential],
     clock: &dyn Clock,
+    max_lifetime: i64,
 ) -> Result<&'c FederatedCredential, AssertionError> {
     let set = JwkSet::parse(jwks_json).map_err(|_| AssertionError::BadJwks)?;
-    verify_federated_assertion_with_keys(jwt, &KeySet::from_jwks(&set), candidates, clock)
+    verify_federated_assertion_with_keys(
+        jwt,
+        &KeySet::from_jwks(&set),
+        candidates,
+        clock,
+        max_lifetime,
+    )
 }
 
 /// [`verify_federated_assertion`] with a JWKS the server already parsed (and caches).
@@ -573,6 +629,7 @@ pub fn verify_federated_assertion_with_keys<'c>(
     keys: &KeySet,
     candidates: &'c [FederatedCredential],
     clock: &dyn Clock,
+    max_lifetime: i64,
 ) -> Result<&'c FederatedCredential, AssertionError> {
     let now = clock.unix();
     let (jws, alg, claims) = parse_assertion(jwt)?;
@@ -590,7 +647,7 @@ pub fn verify_federated_assertion_with_keys<'c>(
     {
         return Err(AssertionError::BadSignature);
     }
-    check_times(&claims, now)?;
+    check_times(&claims, now, max_lifetime)?;
     let issuer = claims.iss.ok_or(AssertionError::MissingClaim("iss"))?;
     let subject = claims.sub.ok_or(AssertionError::MissingClaim("sub"))?;
     let aud = claims.aud.ok_or(AssertionError::MissingClaim("aud"))?;

@@ -36,6 +36,15 @@ pub enum TokenServiceError {
         not_before: Option<i64>,
         expires: Option<i64>,
     },
+    /// AADSTS700024, 400 `invalid_client`: valid for longer than the server accepts.
+    #[error("client assertion is valid for {lifetime} seconds, longer than the {max} accepted")]
+    AssertionLifetimeTooLong {
+        now: i64,
+        not_before: Option<i64>,
+        expires: i64,
+        lifetime: i64,
+        max: i64,
+    },
     /// AADSTS50027, 400 `invalid_request`.
     #[error("client assertion is malformed: {reason}")]
     MalformedAssertion { reason: String },
@@ -67,7 +76,7 @@ impl TokenServiceError {
             Self::InvalidClientSecret { .. } => 7000215,
             Self::InvalidAssertionSignature { .. } => 700027,
             Self::AssertionClientMismatch { .. } => 700021,
-            Self::ExpiredAssertion { .. } => 700024,
+            Self::ExpiredAssertion { .. } | Self::AssertionLifetimeTooLong { .. } => 700024,
             Self::MalformedAssertion { .. } => 50027,
             Self::NoMatchingFederatedCredential { .. } => 70021,
             Self::UnsupportedGrantType { .. } => 70003,
@@ -87,7 +96,8 @@ impl TokenServiceError {
             | Self::InvalidClientSecret { .. }
             | Self::InvalidAssertionSignature { .. }
             | Self::AssertionClientMismatch { .. }
-            | Self::ExpiredAssertion { .. } => "invalid_client",
+            | Self::ExpiredAssertion { .. }
+            | Self::AssertionLifetimeTooLong { .. } => "invalid_client",
             Self::UnsupportedGrantType { .. } => "unsupported_grant_type",
             Self::InvalidScope { .. } => "invalid_scope",
             Self::InvalidResource { .. } => "invalid_resource",
@@ -133,6 +143,18 @@ impl TokenServiceError {
                     "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {}, expiry time of assertion {}.",
                     show(not_before),
                     show(expires)
+                )
+            }
+            Self::AssertionLifetimeTooLong {
+                now,
+                not_before,
+                expires,
+                lifetime,
+                max,
+            } => {
+                let from = not_before.map_or_else(|| "unknown".to_string(), |t| t.to_string());
+                format!(
+                    "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {from}, expiry time of assertion {expires}. [Reason - the assertion is valid for {lifetime} seconds; at most {max} are accepted]"
                 )
             }
             Self::MalformedAssertion { reason } => {
@@ -211,6 +233,19 @@ impl From<&AssertionError> for TokenServiceError {
                 now: *now,
                 not_before: Some(*nbf),
                 expires: None,
+            },
+            AssertionError::LifetimeTooLong {
+                lifetime,
+                max,
+                not_before,
+                exp,
+                now,
+            } => Self::AssertionLifetimeTooLong {
+                now: *now,
+                not_before: *not_before,
+                expires: *exp,
+                lifetime: *lifetime,
+                max: *max,
             },
             AssertionError::WrongClient { expected } => Self::AssertionClientMismatch {
                 client_id: expected.clone(),
@@ -364,6 +399,18 @@ mod tests {
         assert_eq!(code(AssertionError::Malformed("x")), 50027);
         assert_eq!(code(AssertionError::Expired { exp: 1, now: 2 }), 700024);
         assert_eq!(code(AssertionError::NotYetValid { nbf: 3, now: 2 }), 700024);
+        let too_long = TokenServiceError::from(AssertionError::LifetimeTooLong {
+            lifetime: 157_680_000,
+            max: 3600,
+            not_before: Some(1),
+            exp: 157_680_001,
+            now: 2,
+        });
+        assert_eq!(
+            (too_long.aadsts_code(), too_long.error(), too_long.status()),
+            (700024, "invalid_client", 400)
+        );
+        assert!(too_long.message().contains("at most 3600"), "{too_long}");
         assert_eq!(code(AssertionError::BadSignature), 700027);
         assert_eq!(code(AssertionError::UnknownKey("t".into())), 700027);
         assert_eq!(

@@ -12,7 +12,8 @@ use lanyard_token::claims::{ClientAuthMethod, TokenPolicy, TokenRequest, TokenVe
 use lanyard_token::credentials::{
     generate_client_secret, peek_unverified_issuer, verify_client_assertion,
     verify_federated_assertion, AssertionError, CertificateCredential, FederatedCredential,
-    SecretHash,
+    SecretHash, DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME_SECS as CERT_MAX,
+    DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME_SECS as FED_MAX,
 };
 use lanyard_token::keys::{KeyChange, KeyRing, KeyState, RotationPolicy, SigningKey, StoredKey};
 use lanyard_token::validate::{azure_audiences, ValidationConfig, ValidationError, Validator};
@@ -1125,7 +1126,7 @@ fn certificate_assertions_are_accepted_rs256_x5t_and_ps256_x5t_s256() {
         &assertion_claims(&client, ENDPOINT_V2, T0),
         |m| c.key.sign(m).unwrap(),
     );
-    let ok = verify_client_assertion(&rs, &client, &endpoints, &certs, &clock).unwrap();
+    let ok = verify_client_assertion(&rs, &client, &endpoints, &certs, &clock, CERT_MAX).unwrap();
     assert_eq!(ok.certificate, &c.cred);
     assert_eq!(ok.exp, T0 + 600);
     assert!(!ok.jti.is_empty());
@@ -1143,7 +1144,7 @@ fn certificate_assertions_are_accepted_rs256_x5t_and_ps256_x5t_s256() {
             sig
         },
     );
-    assert!(verify_client_assertion(&ps, &client, &endpoints, &certs, &clock).is_ok());
+    assert!(verify_client_assertion(&ps, &client, &endpoints, &certs, &clock, CERT_MAX).is_ok());
 
     // PEM registration gives the same credential.
     let pem = format!(
@@ -1167,7 +1168,8 @@ fn certificate_assertions_are_refused_for_each_fault() {
     let endpoints = vec![ENDPOINT_V2.to_string()];
     let header = json!({"alg": "RS256", "typ": "JWT", "x5t": c.cred.x5t()});
     let sign = |claims: &Value| jwt(&header, claims, |m| c.key.sign(m).unwrap());
-    let check = |token: &str| verify_client_assertion(token, &client, &endpoints, &certs, &clock);
+    let check =
+        |token: &str| verify_client_assertion(token, &client, &endpoints, &certs, &clock, CERT_MAX);
 
     let mut claims = assertion_claims(&client, ENDPOINT_V2, T0);
     assert!(check(&sign(&claims)).is_ok());
@@ -1261,6 +1263,69 @@ fn certificate_assertions_are_refused_for_each_fault() {
     ));
 }
 
+/// An assertion valid for years is refused, however its times are written: the lifetime from
+/// `nbf` (else `iat`) to `exp`, and how far `exp` lies ahead, are both bounded.
+#[test]
+fn certificate_assertions_valid_for_years_are_refused() {
+    let clock = ManualClock::at_unix(T0);
+    let client = Uuid::new_v4().to_string();
+    let c = client_cert(3);
+    let certs = vec![c.cred.clone()];
+    let endpoints = vec![ENDPOINT_V2.to_string()];
+    let header = json!({"alg": "RS256", "typ": "JWT", "x5t": c.cred.x5t()});
+    let sign = |claims: &Value| jwt(&header, claims, |m| c.key.sign(m).unwrap());
+    let check = |claims: &Value, max: i64| {
+        verify_client_assertion(&sign(claims), &client, &endpoints, &certs, &clock, max)
+    };
+    let too_long = |claims: &Value, max: i64| match check(claims, max) {
+        Err(e @ AssertionError::LifetimeTooLong { .. }) => e,
+        other => panic!("{claims} with a limit of {max}: {other:?}"),
+    };
+    let years = 5 * 365 * DAY;
+
+    // The usual ten minutes passes.
+    let normal = assertion_claims(&client, ENDPOINT_V2, T0);
+    assert!(check(&normal, CERT_MAX).is_ok());
+
+    // exp five years ahead.
+    let mut long = normal.clone();
+    long["exp"] = json!(T0 + years);
+    let err = too_long(&long, CERT_MAX);
+    assert_eq!(
+        lanyard_token::TokenServiceError::from(&err).aadsts_code(),
+        700024
+    );
+    // ... with neither nbf nor iat to measure from.
+    let mut bare = long.clone();
+    bare.as_object_mut().unwrap().remove("nbf");
+    bare.as_object_mut().unwrap().remove("iat");
+    too_long(&bare, CERT_MAX);
+    // Valid since years ago, expiring in ten minutes: nbf, or iat without nbf.
+    let mut old = normal.clone();
+    old["nbf"] = json!(T0 - years);
+    too_long(&old, CERT_MAX);
+    let mut old_iat = normal.clone();
+    old_iat.as_object_mut().unwrap().remove("nbf");
+    old_iat["iat"] = json!(T0 - years);
+    too_long(&old_iat, CERT_MAX);
+
+    // The limit is inclusive; a second more is refused.
+    let mut at_limit = normal.clone();
+    at_limit["exp"] = json!(T0 + CERT_MAX);
+    assert!(check(&at_limit, CERT_MAX).is_ok());
+    at_limit["exp"] = json!(T0 + CERT_MAX + 1);
+    too_long(&at_limit, CERT_MAX);
+    // A client whose clock runs a little ahead is within the skew.
+    let mut ahead = normal.clone();
+    ahead["nbf"] = json!(T0 + 200);
+    ahead["iat"] = json!(T0 + 200);
+    ahead["exp"] = json!(T0 + 200 + CERT_MAX);
+    assert!(check(&ahead, CERT_MAX).is_ok());
+    // The limit is the caller's.
+    assert!(check(&normal, 600).is_ok());
+    too_long(&normal, 599);
+}
+
 // ---------------------------------------------------------------------------------------
 // Federated assertions
 
@@ -1343,13 +1408,14 @@ fn federated_assertions_match_issuer_subject_and_audience() {
 
     for token in [issuer.es256(&claims), issuer.rs256(&claims)] {
         assert_eq!(peek_unverified_issuer(&token).unwrap(), GITHUB);
-        let matched = verify_federated_assertion(&token, &issuer.jwks, &creds, &clock).unwrap();
+        let matched =
+            verify_federated_assertion(&token, &issuer.jwks, &creds, &clock, FED_MAX).unwrap();
         assert_eq!(matched.name, "gh-prod");
     }
     // Kubernetes puts `aud` in an array.
     let arr = workflow_claims(subject, json!(["other", EXCHANGE]), T0);
     assert_eq!(
-        verify_federated_assertion(&issuer.es256(&arr), &issuer.jwks, &creds, &clock)
+        verify_federated_assertion(&issuer.es256(&arr), &issuer.jwks, &creds, &clock, FED_MAX)
             .unwrap()
             .name,
         "gh-prod"
@@ -1363,8 +1429,14 @@ fn federated_assertions_are_refused_on_any_mismatch() {
     let subject = "repo:octo/app:environment:prod";
     let creds = vec![fic("gh-prod", GITHUB, subject)];
     let no_match = |claims: &Value| {
-        let err = verify_federated_assertion(&issuer.es256(claims), &issuer.jwks, &creds, &clock)
-            .unwrap_err();
+        let err = verify_federated_assertion(
+            &issuer.es256(claims),
+            &issuer.jwks,
+            &creds,
+            &clock,
+            FED_MAX,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, AssertionError::NoMatchingCredential { .. }),
             "{err:?}"
@@ -1401,19 +1473,20 @@ fn federated_assertions_are_refused_on_any_mismatch() {
         &workflow_claims("repo:evil/app:environment:prod", json!(EXCHANGE), T0),
     );
     assert_eq!(
-        verify_federated_assertion(&tampered, &issuer.jwks, &creds, &clock).unwrap_err(),
+        verify_federated_assertion(&tampered, &issuer.jwks, &creds, &clock, FED_MAX).unwrap_err(),
         AssertionError::BadSignature
     );
     let other_jwks = external_issuer().jwks;
     assert_eq!(
-        verify_federated_assertion(&token, &other_jwks, &creds, &clock).unwrap_err(),
+        verify_federated_assertion(&token, &other_jwks, &creds, &clock, FED_MAX).unwrap_err(),
         AssertionError::BadSignature
     );
     let unknown_kid = jwt(&json!({"alg": "ES256", "kid": "nope"}), &good, |_| {
         vec![0; 64]
     });
     assert!(matches!(
-        verify_federated_assertion(&unknown_kid, &issuer.jwks, &creds, &clock).unwrap_err(),
+        verify_federated_assertion(&unknown_kid, &issuer.jwks, &creds, &clock, FED_MAX)
+            .unwrap_err(),
         AssertionError::UnknownKey(_)
     ));
     // An RS256 header naming the EC key.
@@ -1421,24 +1494,67 @@ fn federated_assertions_are_refused_on_any_mismatch() {
         issuer.rsa.sign(m).unwrap()
     });
     assert!(matches!(
-        verify_federated_assertion(&confused, &issuer.jwks, &creds, &clock).unwrap_err(),
+        verify_federated_assertion(&confused, &issuer.jwks, &creds, &clock, FED_MAX).unwrap_err(),
         AssertionError::UnsupportedAlgorithm(_)
     ));
     let hs = jwt(&json!({"alg": "HS256", "kid": "ec-1"}), &good, |_| {
         vec![0; 32]
     });
     assert!(matches!(
-        verify_federated_assertion(&hs, &issuer.jwks, &creds, &clock).unwrap_err(),
+        verify_federated_assertion(&hs, &issuer.jwks, &creds, &clock, FED_MAX).unwrap_err(),
         AssertionError::UnsupportedAlgorithm(_)
     ));
     assert_eq!(
-        verify_federated_assertion(&token, "not json", &creds, &clock).unwrap_err(),
+        verify_federated_assertion(&token, "not json", &creds, &clock, FED_MAX).unwrap_err(),
         AssertionError::BadJwks
     );
     clock.advance(Duration::from_secs(300 + 301));
     assert!(matches!(
-        verify_federated_assertion(&token, &issuer.jwks, &creds, &clock).unwrap_err(),
+        verify_federated_assertion(&token, &issuer.jwks, &creds, &clock, FED_MAX).unwrap_err(),
         AssertionError::Expired { .. }
+    ));
+}
+
+/// A federated assertion valid for years is refused; a Kubernetes token of up to 24 hours
+/// (what Azure workload identity allows) passes by default.
+#[test]
+fn federated_assertions_valid_for_years_are_refused() {
+    let clock = ManualClock::at_unix(T0);
+    let issuer = external_issuer();
+    let subject = "system:serviceaccount:prod:worker";
+    let creds = vec![fic("k8s", GITHUB, subject)];
+    let check = |claims: &Value, max: i64| {
+        verify_federated_assertion(&issuer.rs256(claims), &issuer.jwks, &creds, &clock, max)
+    };
+    let with_exp = |exp: i64| {
+        let mut c = workflow_claims(subject, json!([EXCHANGE]), T0);
+        c["exp"] = json!(exp);
+        c
+    };
+    assert!(check(&with_exp(T0 + HOUR), FED_MAX).is_ok());
+    assert!(check(&with_exp(T0 + DAY), FED_MAX).is_ok());
+    let years = with_exp(T0 + 5 * 365 * DAY);
+    let err = check(&years, FED_MAX).unwrap_err();
+    assert!(
+        matches!(err, AssertionError::LifetimeTooLong { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        lanyard_token::TokenServiceError::from(&err).aadsts_code(),
+        700024
+    );
+    // Issued years ago, still unexpired.
+    let mut old = with_exp(T0 + 600);
+    old["iat"] = json!(T0 - 5 * 365 * DAY);
+    old["nbf"] = json!(T0 - 5 * 365 * DAY);
+    assert!(matches!(
+        check(&old, FED_MAX).unwrap_err(),
+        AssertionError::LifetimeTooLong { .. }
+    ));
+    // A tighter configured limit refuses a day-long token.
+    assert!(matches!(
+        check(&with_exp(T0 + DAY), HOUR).unwrap_err(),
+        AssertionError::LifetimeTooLong { .. }
     ));
 }
 
@@ -1481,8 +1597,16 @@ mod never_panics {
         let clock = ManualClock::at_unix(T0);
         let _ = f.validator.validate(token, &f.ring, &NoRevocation, T0);
         let _ = peek_unverified_issuer(token);
-        let _ = verify_client_assertion(token, "c", &[ENDPOINT_V2.to_string()], &f.certs, &clock);
-        let _ = verify_federated_assertion(token, &f.jwks, &[fic("a", GITHUB, "s")], &clock);
+        let _ = verify_client_assertion(
+            token,
+            "c",
+            &[ENDPOINT_V2.to_string()],
+            &f.certs,
+            &clock,
+            CERT_MAX,
+        );
+        let _ =
+            verify_federated_assertion(token, &f.jwks, &[fic("a", GITHUB, "s")], &clock, FED_MAX);
     }
 
     proptest! {

@@ -232,6 +232,17 @@ fn a_corrupt_configuration_is_refused() {
         &data,
         "invalid setting `feed-poll-ms`",
     );
+    // The token service's limits, likewise.
+    expect_start_failure(
+        &["--client-assertion-max-lifetime-secs", "157680000"],
+        &data,
+        "invalid setting `client-assertion-max-lifetime-secs`",
+    );
+    expect_start_failure(
+        &["--federation-allowed-networks", "10.0.0.0/8,intranet"],
+        &data,
+        "invalid setting `federation-allowed-networks`",
+    );
 }
 
 #[test]

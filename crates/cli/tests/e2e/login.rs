@@ -354,7 +354,8 @@ impl Drop for Issuer {
 }
 
 /// `lanyard serve` as a child process with `LANYARD_EXTRA_CA_FILE` trusting the test
-/// issuer (an environment variable is process-wide, so not set in this test process).
+/// issuer (an environment variable is process-wide, so not set in this test process), and
+/// loopback allowed as an issuer's address (refused by default).
 struct ServeProcess {
     child: Child,
     port: u16,
@@ -381,6 +382,7 @@ impl ServeProcess {
             .arg("--port")
             .arg(port.to_string())
             .env("LANYARD_EXTRA_CA_FILE", extra_ca)
+            .env("LANYARD_FEDERATION_ALLOWED_NETWORKS", "127.0.0.0/8,::1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap());
         if let Some(db) = &db {
@@ -814,6 +816,23 @@ async fn official_sdk_credentials(backend: Backend) {
     )
     .await;
     assert_entra(&reply, 400, 700024);
+    // Valid for five years: refused; for a day, as a Kubernetes token may be: accepted.
+    let reply = federated(
+        issuer
+            .mint(json!({"sub": uai_subject, "exp_in": 5 * 365 * 24 * 3600}))
+            .await,
+        uai_client.clone(),
+    )
+    .await;
+    assert_entra(&reply, 400, 700024);
+    let reply = federated(
+        issuer
+            .mint(json!({"sub": uai_subject, "exp_in": 24 * 3600}))
+            .await,
+        uai_client.clone(),
+    )
+    .await;
+    assert_eq!(reply.0, 200, "{}", reply.1);
     let reply = federated(
         issuer
             .mint(json!({"sub": uai_subject, "kid": "unknown-kid"}))
@@ -850,7 +869,7 @@ async fn official_sdk_credentials(backend: Backend) {
         .iter()
         .any(|s| s.result == "success" && s.resource == VAULT));
     let refused: Vec<_> = sign_ins.iter().filter(|s| s.result == "failure").collect();
-    assert_eq!(refused.len(), 7, "{sign_ins:?}");
+    assert_eq!(refused.len(), 8, "{sign_ins:?}");
     assert!(refused
         .iter()
         .all(|s| s.reason.as_deref().is_some_and(|r| r.starts_with("AADSTS"))));

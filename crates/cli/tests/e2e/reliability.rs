@@ -12,6 +12,9 @@
 //! - `garbage`: malformed bodies at every write endpoint: a 4xx in the plane's shape, never 500.
 //! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
+//! - `token_service`: the token endpoint fetches nothing from loopback for a federated
+//!   credential (unless allowed) and tells no network error; assertions valid for years are
+//!   refused.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
 //! - `privilege`: seeded random control-plane writes by principals with partial rights, on
 //!   both backends: after every step no principal holds a right it did not hold, unless an
@@ -36,3 +39,4 @@ mod revocation;
 mod secrets;
 mod soak;
 mod token_attacks;
+mod token_service;
