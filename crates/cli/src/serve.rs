@@ -42,6 +42,20 @@ pub struct ServerArgs {
     /// database, in milliseconds (10 to 60000; default 250).
     #[arg(long, env = "LANYARD_FEED_POLL_MS")]
     pub feed_poll_ms: Option<u64>,
+    /// Which local processes a workload session serves: `process` (the process that opened
+    /// it and its descendants; the default), `user` (any process of the opener's user) or
+    /// `off` (any local process).
+    #[arg(long, env = "LANYARD_SESSION_ATTESTATION")]
+    pub session_attestation: Option<String>,
+    /// Workload sessions open at once, in all (default 256).
+    #[arg(long, env = "LANYARD_MAX_SESSIONS")]
+    pub max_sessions: Option<u32>,
+    /// Workload sessions one principal may have open at once (default 32).
+    #[arg(long, env = "LANYARD_MAX_SESSIONS_PER_PRINCIPAL")]
+    pub max_sessions_per_principal: Option<u32>,
+    /// Workload sessions open at once for one resource (default 16).
+    #[arg(long, env = "LANYARD_MAX_SESSIONS_PER_RESOURCE")]
+    pub max_sessions_per_resource: Option<u32>,
 }
 
 impl ServerArgs {
@@ -56,6 +70,10 @@ impl ServerArgs {
             log_format: self.log_format.clone(),
             identity_throttling: self.identity_throttling,
             feed_poll_ms: self.feed_poll_ms,
+            session_attestation: self.session_attestation.clone(),
+            max_sessions: self.max_sessions,
+            max_sessions_per_principal: self.max_sessions_per_principal,
+            max_sessions_per_resource: self.max_sessions_per_resource,
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
