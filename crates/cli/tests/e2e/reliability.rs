@@ -13,6 +13,8 @@
 //! - `matrix`: principals × roles × scopes × operations against the reference evaluator.
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
+//! - `sessions`: workload sessions end with their opener's rights and their resource's
+//!   incarnation, serve only the process tree that opened them, and are capped.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
@@ -24,5 +26,6 @@ mod keys;
 mod kit;
 mod matrix;
 mod secrets;
+mod sessions;
 mod soak;
 mod token_attacks;
