@@ -240,6 +240,14 @@ fn processes() -> Vec<(u32, u32, u64)> {
     .collect()
 }
 
+/// The effective uid a process runs as (the owner of its `/proc` directory).
+fn process_uid(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
 /// Whether `pid` holds the socket whose fd links read `target` (`socket:[INODE]`).
 fn holds(pid: u32, target: &str) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -267,11 +275,23 @@ pub fn identify(
     let owner = socket_owner(client, server).ok_or(Unidentified::NoSocket)?;
     let target = format!("socket:[{}]", owner.inode);
     let all = processes();
-    let holders: Vec<u32> = all
+    // The processes of the socket's owner first (a stat each, against reading every fd of
+    // every process); the others only if none of those holds it (a process that changed
+    // user after connecting).
+    let (mine, others): (Vec<u32>, Vec<u32>) = all
         .iter()
         .map(|&(pid, _, _)| pid)
+        .partition(|&pid| process_uid(pid) == Some(owner.uid));
+    let mut holders: Vec<u32> = mine
+        .into_iter()
         .filter(|&pid| holds(pid, &target))
         .collect();
+    if holders.is_empty() {
+        holders = others
+            .into_iter()
+            .filter(|&pid| holds(pid, &target))
+            .collect();
+    }
     if holders.is_empty() {
         return Err(Unidentified::NoProcess);
     }
