@@ -5,6 +5,12 @@
 //! (`AZURE_CLIENT_SECRET`, a certificate, a federated token file, a user name and password)
 //! are removed, so no SDK can silently fall back to them. The session is renewed while the
 //! process runs and ended when it exits; the exit code is passed through.
+//!
+//! The session is opened by this process, so the server serves its identity endpoints to this
+//! process and its descendants only (the command, and whatever it starts). The server ends a
+//! session early when the caller loses write on the resource or the resource is deleted;
+//! renewing then answers 4xx, and the command is told once on stderr (it keeps running, and
+//! gets no more tokens).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,19 +140,36 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let renew_path = format!("/lanyard/sessions/{id}/renew");
+    let mut ended = false;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            () = tokio::time::sleep(RENEW_EVERY) => {
+            () = tokio::time::sleep(RENEW_EVERY), if !ended => {
                 if let Err(e) = conn.arm(reqwest::Method::POST, &renew_path, None).await {
-                    eprintln!("warning: could not renew the session: {e}");
+                    ended = session_is_over(&e);
+                    if ended {
+                        eprintln!("warning: the session has ended, `{program}` gets no more tokens: {e}");
+                    } else {
+                        eprintln!("warning: could not renew the session: {e}");
+                    }
                 }
             }
         }
     };
-    end_session(&conn, &id).await;
+    if !ended {
+        end_session(&conn, &id).await;
+    }
     let status = status.context("waiting for the command")?;
     Ok(ExitCode::from(exit_status_code(status)))
+}
+
+/// Whether a renewal's failure means the server ended the session (403: the caller lost
+/// write on the resource; 404: the resource was deleted, or the session expired), rather
+/// than a failure worth retrying (the network, the server, the caller's own token).
+fn session_is_over(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<crate::client::ServiceError>()
+        .is_some_and(|e| e.status == 403 || e.status == 404)
 }
 
 async fn end_session(conn: &Connection, id: &str) {

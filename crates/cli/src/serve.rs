@@ -58,6 +58,20 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub federation_allowed_networks: Option<Vec<String>>,
+    /// Which local processes a workload session serves: `process` (the process that opened
+    /// it and its descendants; the default), `user` (any process of the opener's user) or
+    /// `off` (any local process).
+    #[arg(long, env = "LANYARD_SESSION_ATTESTATION")]
+    pub session_attestation: Option<String>,
+    /// Workload sessions open at once, in all (default 256).
+    #[arg(long, env = "LANYARD_MAX_SESSIONS")]
+    pub max_sessions: Option<u32>,
+    /// Workload sessions one principal may have open at once (default 32).
+    #[arg(long, env = "LANYARD_MAX_SESSIONS_PER_PRINCIPAL")]
+    pub max_sessions_per_principal: Option<u32>,
+    /// Workload sessions open at once for one resource (default 16).
+    #[arg(long, env = "LANYARD_MAX_SESSIONS_PER_RESOURCE")]
+    pub max_sessions_per_resource: Option<u32>,
 }
 
 impl ServerArgs {
@@ -75,6 +89,10 @@ impl ServerArgs {
             client_assertion_max_lifetime_secs: self.client_assertion_max_lifetime_secs,
             federated_assertion_max_lifetime_secs: self.federated_assertion_max_lifetime_secs,
             federation_allowed_networks: self.federation_allowed_networks.clone(),
+            session_attestation: self.session_attestation.clone(),
+            max_sessions: self.max_sessions,
+            max_sessions_per_principal: self.max_sessions_per_principal,
+            max_sessions_per_resource: self.max_sessions_per_resource,
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);

@@ -3,7 +3,14 @@
 //! `DELETE /lanyard/sessions/{id}` ends it.
 //!
 //! Opening a session for a resource needs write permission on it: whoever can run code on a
-//! resource can use its identity.
+//! resource can use its identity. The session keeps needing it: renewing answers 403 once
+//! the opener lost it, and 404 once the resource was deleted (or deleted and created again).
+//!
+//! Opening binds the session to the local process that sent the request (see
+//! [`crate::attest`]), under the server's `session-attestation` setting: `process` (the
+//! default) refuses with 403 `ProcessAttestationFailed` when that process cannot be
+//! identified; `user` binds to the user owning the connection; `off` binds to nothing.
+//! Beyond the caps (`max-sessions*`), opening answers 409 `SessionLimitReached`.
 
 use std::sync::Arc;
 
@@ -11,19 +18,23 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
+use axum::Extension;
 use axum::{Json, Router};
 use lanyard_authz::AccessRequest;
 use lanyard_domain::ResourceId;
 use lanyard_platform::authn::{self, Caller};
+use lanyard_platform::config::SessionAttestation;
 use lanyard_platform::error::from_store;
+use lanyard_platform::serve::Peer;
 use lanyard_platform::{ApiError, Dialect};
-use lanyard_storage::ResourceQuery;
+use lanyard_storage::{ResourceQuery, ResourceRecord};
 use lanyard_token::Validator;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::service::{IdentityService, Session};
+use crate::attest::{self, Binding};
+use crate::service::{CheckError, Ended, IdentityService, Lapse, Session, SessionError};
 
 /// Resource types whose code can run as their identity.
 pub const WORKLOAD_TYPES: &[&str] = &[
@@ -70,6 +81,7 @@ fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, ApiError> {
 
 async fn open(
     State(state): State<AdminState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -94,7 +106,8 @@ async fn open(
             format!("The request content is not valid: {e}."),
         )
     })?;
-    let resource = find_workload(&state, &request.resource).await?;
+    let record = find_workload(&state, &request.resource).await?;
+    let resource = record.id.clone();
     let action = format!("{}/write", resource.resource_type());
     let decision = state.service.app.access.check(&AccessRequest::control(
         caller.object_id,
@@ -102,22 +115,83 @@ async fn open(
         &resource,
     ));
     if !decision.is_allowed() {
-        return Err(ApiError::arm(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFailed",
-            format!(
-                "The client '{oid}' with object id '{oid}' does not have authorization to perform action '{action}' over scope '{resource}' or the scope is invalid. {}",
-                decision.explain(),
-                oid = caller.object_id,
-            ),
+        return Err(unauthorized(
+            &caller,
+            &action,
+            &resource,
+            &decision.explain(),
         ));
     }
+    state
+        .service
+        .has_room(&resource, caller.object_id)
+        .map_err(|e| session_error(&e))?;
+    let binding = bind(&state, peer.as_deref()).await?;
     let (session, secret) = state
         .service
-        .open_session(resource, caller.object_id)
+        .open_session(&record, caller.object_id, binding)
         .await
-        .map_err(|e| ApiError::internal(Dialect::Arm, &e))?;
+        .map_err(|e| session_error(&e))?;
     Ok((StatusCode::CREATED, Json(describe(&session, Some(&secret)))).into_response())
+}
+
+fn unauthorized(caller: &Caller, action: &str, resource: &ResourceId, why: &str) -> ApiError {
+    ApiError::arm(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        format!(
+            "The client '{oid}' with object id '{oid}' does not have authorization to perform action '{action}' over scope '{resource}' or the scope is invalid. {why}",
+            oid = caller.object_id,
+        ),
+    )
+}
+
+fn session_error(e: &SessionError) -> ApiError {
+    match e {
+        SessionError::Limit { .. } => {
+            ApiError::arm(StatusCode::CONFLICT, "SessionLimitReached", e.to_string())
+        }
+        SessionError::Listen(_) => ApiError::internal(Dialect::Arm, e),
+    }
+}
+
+/// What the new session's listener will serve, from the connection the request came on.
+async fn bind(state: &AdminState, peer: Option<&Peer>) -> Result<Binding, ApiError> {
+    let mode = state.service.app.config.session_attestation;
+    if mode == SessionAttestation::Off {
+        return Ok(Binding::Unbound);
+    }
+    let refused = |reason: &dyn std::fmt::Display| {
+        ApiError::arm(
+            StatusCode::FORBIDDEN,
+            "ProcessAttestationFailed",
+            format!(
+                "The server cannot tell which local process opened this session: {reason}. \
+                 A workload session serves only the process that opened it and its descendants \
+                 (or, with session-attestation `user`, that process's user): open it from the \
+                 server's machine, over loopback, as the server's user or with the server \
+                 running as root; or the operator sets session-attestation to `user` or `off`."
+            ),
+        )
+    };
+    let Some(peer) = peer else {
+        return Err(refused(&"the connection's addresses are unknown"));
+    };
+    let (remote, local) = (peer.remote, peer.local);
+    let found = tokio::task::spawn_blocking(move || match mode {
+        SessionAttestation::User => {
+            if !attest::is_loopback(remote.ip()) {
+                return Err(attest::Unidentified::NotLoopback);
+            }
+            attest::socket_owner(remote, local)
+                .map(|owner| Binding::User { uid: owner.uid })
+                .ok_or(attest::Unidentified::NoSocket)
+        }
+        _ => attest::identify(remote, local).map(|(root, _)| Binding::Process { root }),
+    })
+    .await
+    .map_err(|e| ApiError::internal(Dialect::Arm, &e))?;
+    found.map_err(|e| refused(&e))
 }
 
 fn describe(session: &Session, secret: Option<&str>) -> serde_json::Value {
@@ -135,8 +209,8 @@ fn describe(session: &Session, secret: Option<&str>) -> serde_json::Value {
     v
 }
 
-/// Resolves an id or a name to a workload resource that exists.
-async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceId, ApiError> {
+/// Resolves an id or a name to a workload resource that exists, as stored.
+async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceRecord, ApiError> {
     let app = &state.service.app;
     let store = app.store.as_ref();
     if given.starts_with('/') {
@@ -154,7 +228,7 @@ async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceId, Ap
             ));
         }
         return match store.resource(&id).await {
-            Ok(Some(r)) => Ok(r.id),
+            Ok(Some(r)) => Ok(r),
             Ok(None) => Err(not_found(given)),
             Err(e) => Err(from_store(Dialect::Arm, &e)),
         };
@@ -173,8 +247,7 @@ async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceId, Ap
         matches.extend(
             found
                 .into_iter()
-                .filter(|r| r.id.name().eq_ignore_ascii_case(given))
-                .map(|r| r.id),
+                .filter(|r| r.id.name().eq_ignore_ascii_case(given)),
         );
     }
     match matches.len() {
@@ -187,7 +260,7 @@ async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceId, Ap
                 "More than one resource is named `{given}`; give its id: {}.",
                 matches
                     .iter()
-                    .map(ResourceId::as_str)
+                    .map(|r| r.id.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -203,7 +276,13 @@ fn not_found(given: &str) -> ApiError {
     )
 }
 
-fn owned_session(state: &AdminState, caller: &Caller, id: &str) -> Result<Arc<Session>, ApiError> {
+/// A session of the caller: open, or ended early (and remembered a while).
+enum Owned {
+    Open(Arc<Session>),
+    Ended(Ended),
+}
+
+fn owned_session(state: &AdminState, caller: &Caller, id: &str) -> Result<Owned, ApiError> {
     let missing = || {
         ApiError::arm(
             StatusCode::NOT_FOUND,
@@ -212,12 +291,45 @@ fn owned_session(state: &AdminState, caller: &Caller, id: &str) -> Result<Arc<Se
         )
     };
     let id = Uuid::parse_str(id).map_err(|_| missing())?;
-    let session = state.service.session(id).ok_or_else(missing)?;
     // Another caller's session is none of this caller's business: same answer as absent.
-    if session.owner != caller.object_id {
-        return Err(missing());
+    if let Some(session) = state.service.session(id) {
+        return if session.owner == caller.object_id {
+            Ok(Owned::Open(session))
+        } else {
+            Err(missing())
+        };
     }
-    Ok(session)
+    match state.service.lapsed(id) {
+        Some(ended) if ended.owner == caller.object_id => Ok(Owned::Ended(ended)),
+        _ => Err(missing()),
+    }
+}
+
+/// The answer to renewing a session that ended early: 403 while its opener still lacks the
+/// access it lost, else 404 saying why it ended.
+fn ended(
+    state: &AdminState,
+    caller: &Caller,
+    id: &str,
+    lapse: Lapse,
+    (action, resource): (&str, &ResourceId),
+) -> ApiError {
+    if lapse == Lapse::AccessLost {
+        let decision = state.service.app.access.check(&AccessRequest::control(
+            caller.object_id,
+            action,
+            resource,
+        ));
+        if !decision.is_allowed() {
+            let why = format!("The session `{id}` has ended. {}", decision.explain());
+            return unauthorized(caller, action, resource, &why);
+        }
+    }
+    ApiError::arm(
+        StatusCode::NOT_FOUND,
+        "SessionEnded",
+        format!("The session `{id}` has ended: {lapse}. Open a new one."),
+    )
 }
 
 async fn renew(
@@ -226,7 +338,18 @@ async fn renew(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
-    let session = owned_session(&state, &caller, &id)?;
+    let session = match owned_session(&state, &caller, &id)? {
+        Owned::Open(session) => session,
+        Owned::Ended(e) => {
+            return Err(ended(
+                &state,
+                &caller,
+                &id,
+                e.lapse,
+                (&e.action, &e.resource),
+            ))
+        }
+    };
     // An expired session stays ended even before the reaper (every 5 s) removes it: renewing
     // it would bring an identity header back to life after its deadline.
     if !session.is_active(state.service.app.clock.unix()) {
@@ -236,6 +359,19 @@ async fn renew(
             "SessionNotFound",
             format!("There is no open session `{id}`."),
         ));
+    }
+    match state.service.check(&session).await {
+        Ok(_) => {}
+        Err(CheckError::Lapsed(lapse)) => {
+            return Err(ended(
+                &state,
+                &caller,
+                &id,
+                lapse,
+                (session.action(), &session.resource),
+            ))
+        }
+        Err(CheckError::Store(e)) => return Err(from_store(Dialect::Arm, &e)),
     }
     state.service.renew(&session);
     Ok(Json(describe(&session, None)).into_response())
@@ -247,8 +383,17 @@ async fn end(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
-    let session = owned_session(&state, &caller, &id)?;
-    state.service.end_session(session.id);
+    match owned_session(&state, &caller, &id)? {
+        Owned::Open(session) => {
+            state.service.end_session(session.id);
+        }
+        // Ending a session that already ended early is done.
+        Owned::Ended(_) => {
+            if let Ok(uuid) = Uuid::parse_str(&id) {
+                state.service.forget_lapsed(uuid);
+            }
+        }
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

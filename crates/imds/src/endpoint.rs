@@ -1,5 +1,7 @@
 //! The HTTP face of one workload session: the IMDS and App Service token endpoints on the
 //! session's own loopback listener. Handlers parse, call the service, and map the result.
+//! A connection from a process the session's binding does not admit is answered 403 on
+//! every request, before anything else is looked at.
 
 use std::sync::Arc;
 
@@ -7,7 +9,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
+use lanyard_platform::serve::Peer;
 use lanyard_platform::tokens::GuardedMintError;
 use lanyard_platform::{ApiError, Dialect};
 use lanyard_storage::SignInRecord;
@@ -15,7 +19,7 @@ use lanyard_token::TokenRequest;
 use uuid::Uuid;
 
 use crate::protocol::{self, Refusal, TokenAsk};
-use crate::service::{IdentityService, Session};
+use crate::service::{CheckError, IdentityService, Session};
 
 type SessionState = (Arc<IdentityService>, Arc<Session>);
 
@@ -52,6 +56,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `GET /metadata/identity/oauth2/token`: the IMDS protocol.
 async fn imds(
     State((service, session)): State<SessionState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -64,12 +69,13 @@ async fn imds(
         }
         protocol::imds_request(&protocol::parse_query(query.as_deref().unwrap_or(""))?)
     })();
-    respond(&service, &session, ask, "imds").await
+    respond(&service, &session, peer, ask, "imds").await
 }
 
 /// `GET /msi/token`: the App Service protocol (and its legacy 2017-09-01 form).
 async fn app_service(
     State((service, session)): State<SessionState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -89,16 +95,22 @@ async fn app_service(
         }
         protocol::app_service_request(&query)
     })();
-    respond(&service, &session, ask, "app_service").await
+    respond(&service, &session, peer, ask, "app_service").await
 }
 
 async fn respond(
     service: &Arc<IdentityService>,
     session: &Arc<Session>,
+    peer: Option<Extension<Peer>>,
     ask: Result<TokenAsk, Refusal>,
     source: &'static str,
 ) -> Response {
     let resource = ask.as_ref().map(|a| a.resource.clone()).unwrap_or_default();
+    let ask = if service.admits(session, peer.as_deref()).await {
+        ask
+    } else {
+        Err(Refusal::ForeignProcess)
+    };
     match token(service, session, ask).await {
         Ok((body, principal, client_id, fresh)) => {
             // A cached answer was already logged when it was minted.
@@ -152,7 +164,12 @@ async fn token(
     // Before the attached identities are read: a detach or deletion committed meanwhile
     // drops the token (see `issue_guarded` below).
     let guard = service.app.tokens.mint_guard();
-    let attached = service.attached(session).await?;
+    let attached = service.check(session).await.map_err(|e| match e {
+        CheckError::Lapsed(lapse) => Refusal::SessionEnded(lapse.to_string()),
+        CheckError::Store(_) => {
+            Refusal::BadRequest("the identity service cannot read its database; retry".into())
+        }
+    })?;
     let chosen = crate::resolve::select(&attached, &ask.selector)?;
     if let Some(body) = service.cached(chosen.principal_id, &session.resource, &ask.resource) {
         return Ok((body, chosen.principal_id, chosen.client_id, false));
@@ -209,7 +226,7 @@ async fn still_attached(
     session: &Session,
     principal: &lanyard_domain::Principal,
 ) -> bool {
-    let attached = service.attached(session).await;
+    let attached = service.check(session).await;
     attached.is_ok_and(|list| list.iter().any(|a| a.principal_id == principal.object_id))
         && matches!(
             service.app.store.principal(principal.object_id).await,

@@ -6,7 +6,13 @@
 //! legacy `secret` header) hand out tokens for the identities attached to the resource, and
 //! only those. `lanyard run --as` opens a session through the management host's session API.
 //!
+//! The protocols carry no secret a local process could not read, so a session's listener
+//! serves only the process that opened the session and its descendants ([`attest`]), and a
+//! session ends as soon as its opener loses write on the resource or the resource is deleted
+//! ([`service`]).
+//!
 //! Layout:
+//! - [`attest`]: which local process is at the other end of a loopback connection (`/proc`).
 //! - [`protocol`]: the wire rules as pure functions (selectors, versions, SSRF checks, bodies).
 //! - [`resolve`]: which attached identity a request selects (pure).
 //! - [`service`]: sessions and their listeners, the token cache, throttling, sign-in log.
@@ -14,6 +20,7 @@
 //! - [`admin`]: the session API on the management host.
 
 pub mod admin;
+pub mod attest;
 pub mod endpoint;
 pub mod protocol;
 pub mod resolve;

@@ -50,13 +50,17 @@ pub enum Refusal {
     IdentityNotFound,
     #[error("too many requests")]
     Throttled,
+    #[error("the calling process is not part of the workload session")]
+    ForeignProcess,
+    #[error("the workload session has ended: {0}")]
+    SessionEnded(String),
 }
 
 impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
-            Self::BadIdentityHeader => 401,
-            Self::Forwarded => 403,
+            Self::BadIdentityHeader | Self::SessionEnded(_) => 401,
+            Self::Forwarded | Self::ForeignProcess => 403,
             Self::Throttled => 429,
             _ => 400,
         }
@@ -78,6 +82,16 @@ impl Refusal {
             Self::BadIdentityHeader => (
                 "unauthorized",
                 "The identity header is missing or does not match this workload.".into(),
+            ),
+            Self::ForeignProcess => (
+                "forbidden",
+                "This identity endpoint serves only the process that opened its workload \
+                 session (`lanyard run`) and that process's descendants."
+                    .into(),
+            ),
+            Self::SessionEnded(why) => (
+                "unauthorized",
+                format!("This workload session has ended: {why}."),
             ),
             Self::DuplicateParameter(_) | Self::BadRequest(_) => {
                 ("invalid_request", self.to_string())

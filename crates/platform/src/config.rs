@@ -9,6 +9,9 @@
 //! (defaults one hour and 24 hours); `federation-allowed-networks` lists the loopback,
 //! private or link-local networks a federated issuer's documents may be fetched from (none by
 //! default: such addresses are refused).
+//! Workload sessions: `session-attestation` (`process`, the default; `user`; `off`) says which
+//! local processes a session's identity endpoints serve, and `max-sessions`,
+//! `max-sessions-per-principal` and `max-sessions-per-resource` cap how many are open.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +47,14 @@ pub struct ConfigLayer {
     /// Networks (`10.1.0.0/16`, `127.0.0.1`) in otherwise refused ranges that federated
     /// issuers may be fetched from.
     pub federation_allowed_networks: Option<Vec<String>>,
+    /// Which local processes a workload session serves: `process`, `user` or `off`.
+    pub session_attestation: Option<String>,
+    /// Workload sessions open at once, in all.
+    pub max_sessions: Option<u32>,
+    /// Workload sessions one principal may have open at once.
+    pub max_sessions_per_principal: Option<u32>,
+    /// Workload sessions open at once for one resource.
+    pub max_sessions_per_resource: Option<u32>,
 }
 
 impl ConfigLayer {
@@ -69,6 +80,14 @@ impl ConfigLayer {
             federation_allowed_networks: self
                 .federation_allowed_networks
                 .or(lower.federation_allowed_networks),
+            session_attestation: self.session_attestation.or(lower.session_attestation),
+            max_sessions: self.max_sessions.or(lower.max_sessions),
+            max_sessions_per_principal: self
+                .max_sessions_per_principal
+                .or(lower.max_sessions_per_principal),
+            max_sessions_per_resource: self
+                .max_sessions_per_resource
+                .or(lower.max_sessions_per_resource),
         }
     }
 
@@ -98,6 +117,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which local processes a workload session's identity endpoints serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAttestation {
+    /// The process that opened the session and its descendants (Linux, through `/proc`); a
+    /// session whose opener cannot be identified is refused.
+    Process,
+    /// Any process of the user that opened the session (for a server running under an
+    /// account of its own, which cannot see other users' file descriptors).
+    User,
+    /// Any local process (the behaviour of Azure's IMDS; where `/proc` is missing).
+    Off,
+}
+
+/// How many workload sessions may be open at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub total: usize,
+    pub per_principal: usize,
+    pub per_resource: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            total: DEFAULT_MAX_SESSIONS,
+            per_principal: DEFAULT_MAX_SESSIONS_PER_PRINCIPAL,
+            per_resource: DEFAULT_MAX_SESSIONS_PER_RESOURCE,
+        }
+    }
+}
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -123,6 +173,8 @@ pub struct Config {
     /// Loopback, private, link-local and other internal networks that federated issuers may
     /// nevertheless be fetched from. Empty: every such address is refused.
     pub federation_allowed_networks: Vec<IpNet>,
+    pub session_attestation: SessionAttestation,
+    pub session_limits: SessionLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +198,13 @@ pub const DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(
 pub const DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(
     lanyard_token::credentials::DEFAULT_FEDERATED_ASSERTION_MAX_LIFETIME_SECS.unsigned_abs(),
 );
+/// Each session holds a listening socket, and its clients' connections: the overall cap
+/// stays well below the usual 1024 open files of a process.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+pub const DEFAULT_MAX_SESSIONS_PER_PRINCIPAL: usize = 32;
+pub const DEFAULT_MAX_SESSIONS_PER_RESOURCE: usize = 16;
+/// The most any session cap may be set to.
+pub const MAX_SESSIONS_CEILING: u32 = 65_536;
 
 /// The data directory used when none is given: `$HOME/.lanyard`, else `./.lanyard`.
 pub fn default_data_dir() -> PathBuf {
@@ -233,6 +292,38 @@ impl Config {
             .filter(|n| !n.is_empty())
             .map(parse_network)
             .collect::<Result<Vec<_>, _>>()?;
+        let session_attestation = match layer.session_attestation.as_deref().unwrap_or("process") {
+            "process" => SessionAttestation::Process,
+            "user" => SessionAttestation::User,
+            "off" => SessionAttestation::Off,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "session-attestation",
+                    reason: format!("`{other}` is not `process`, `user` or `off`"),
+                })
+            }
+        };
+        let cap = |value: Option<u32>, default: usize, name: &'static str| match value {
+            None => Ok(default),
+            Some(n) if (1..=MAX_SESSIONS_CEILING).contains(&n) => Ok(n as usize),
+            Some(_) => Err(ConfigError::Invalid {
+                name,
+                reason: format!("must be between 1 and {MAX_SESSIONS_CEILING}"),
+            }),
+        };
+        let session_limits = SessionLimits {
+            total: cap(layer.max_sessions, DEFAULT_MAX_SESSIONS, "max-sessions")?,
+            per_principal: cap(
+                layer.max_sessions_per_principal,
+                DEFAULT_MAX_SESSIONS_PER_PRINCIPAL,
+                "max-sessions-per-principal",
+            )?,
+            per_resource: cap(
+                layer.max_sessions_per_resource,
+                DEFAULT_MAX_SESSIONS_PER_RESOURCE,
+                "max-sessions-per-resource",
+            )?,
+        };
         if let Some(url) = &layer.database_url {
             if !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
@@ -260,6 +351,8 @@ impl Config {
             client_assertion_max_lifetime,
             federated_assertion_max_lifetime,
             federation_allowed_networks,
+            session_attestation,
+            session_limits,
         })
     }
 
@@ -432,6 +525,43 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(config.federation_allowed_networks.len(), 1);
+    fn session_settings_have_safe_defaults_and_are_checked() {
+        let ok = Config::from_layer(ConfigLayer::default()).unwrap();
+        assert_eq!(ok.session_attestation, SessionAttestation::Process);
+        assert_eq!(ok.session_limits, SessionLimits::default());
+        let set = Config::from_layer(ConfigLayer {
+            session_attestation: Some("user".into()),
+            max_sessions_per_resource: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(set.session_attestation, SessionAttestation::User);
+        assert_eq!(set.session_limits.per_resource, 2);
+        assert_eq!(set.session_limits.total, DEFAULT_MAX_SESSIONS);
+        let err = Config::from_layer(ConfigLayer {
+            session_attestation: Some("none".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("session-attestation"), "{err}");
+        for layer in [
+            ConfigLayer {
+                max_sessions: Some(0),
+                ..Default::default()
+            },
+            ConfigLayer {
+                max_sessions_per_principal: Some(MAX_SESSIONS_CEILING + 1),
+                ..Default::default()
+            },
+        ] {
+            let err = Config::from_layer(layer).unwrap_err();
+            assert!(err.to_string().contains("max-sessions"), "{err}");
+        }
+        let file: ConfigLayer =
+            toml::from_str("session-attestation = \"off\"\nmax-sessions = 8\n").unwrap();
+        let merged = Config::from_layer(file).unwrap();
+        assert_eq!(merged.session_attestation, SessionAttestation::Off);
+        assert_eq!(merged.session_limits.total, 8);
     }
 
     #[test]

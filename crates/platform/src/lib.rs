@@ -11,7 +11,8 @@
 //!   follower that applies the store's commit feed to the in-memory views, so servers
 //!   sharing a database see each other's changes ([`state::follow_feed`]).
 //! - [`error`]: the one place errors become HTTP, in each plane's dialect.
-//! - [`serve`]: the accept loops (TLS and plain HTTP) with graceful shutdown.
+//! - [`serve`]: the accept loops (TLS and plain HTTP) with graceful shutdown; each request
+//!   carries its connection's [`serve::Peer`].
 //! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation,
 //!   and the mint guard that makes issuance and revocation linearisable on each server.
 //!

@@ -3,8 +3,13 @@
 //! Each connection gets a bounded TLS handshake and header-read time, so a silent client
 //! cannot hold a task forever. On shutdown the listener closes at once and open requests get
 //! up to ten seconds to finish.
+//!
+//! Every request carries a [`Peer`] extension: the connection's two addresses and a verdict
+//! about its peer that a plane may compute once and keep for the connection's life (the
+//! identity endpoints' process attestation).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +21,37 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The two ends of the connection a request came on, as a request extension.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// This server's address on the connection.
+    pub local: SocketAddr,
+    admitted: Arc<tokio::sync::OnceCell<bool>>,
+}
+
+impl Peer {
+    pub fn new(remote: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            remote,
+            local,
+            admitted: Arc::default(),
+        }
+    }
+
+    /// Whether the peer is admitted: `decide` runs on the connection's first request that
+    /// asks, and its answer holds for the connection's life.
+    pub async fn admitted<F: Future<Output = bool>>(&self, decide: impl FnOnce() -> F) -> bool {
+        *self.admitted.get_or_init(decide).await
+    }
+}
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes.
 pub async fn serve_tls(
@@ -76,7 +108,7 @@ async fn accept_loop<W, Fut, IO>(
         .header_read_timeout(HEADER_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -89,7 +121,13 @@ async fn accept_loop<W, Fut, IO>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let peer = Peer::new(remote, stream.local_addr().unwrap_or(remote));
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                request
+            },
+        ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let wrap = wrap.clone();

@@ -23,6 +23,8 @@
 //!   model or `access explain`, on both backends: refused with ARM's 403.
 //! - `revocation`: deleting a host revokes what its identities got there; mints racing a
 //!   deletion or a detach leave no token that validates after it returned.
+//! - `sessions`: workload sessions end with their opener's rights and their resource's
+//!   incarnation, serve only the process tree that opened them, and are capped.
 //! - `secrets`: secret values and key material never reach the database, the blob
 //!   directory's metadata or the logs; key files are 0600.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
@@ -37,6 +39,7 @@ mod privilege;
 mod rbac_attacks;
 mod revocation;
 mod secrets;
+mod sessions;
 mod soak;
 mod token_attacks;
 mod token_service;
