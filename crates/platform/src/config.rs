@@ -525,6 +525,9 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(config.federation_allowed_networks.len(), 1);
+    }
+
+    #[test]
     fn session_settings_have_safe_defaults_and_are_checked() {
         let ok = Config::from_layer(ConfigLayer::default()).unwrap();
         assert_eq!(ok.session_attestation, SessionAttestation::Process);
