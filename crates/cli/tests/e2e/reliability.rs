@@ -14,9 +14,12 @@
 //! - `token_attacks`: forged, foreign, stale and revoked tokens at every plane: 401.
 //! - `identity_attacks`: what the identity endpoints must refuse, counted in the sign-in log.
 //! - `secrets`: secret values and key material never reach the database, the blob
-//!   directory's metadata or the logs; key files are 0600.
+//!   directory's metadata or the logs; every file but the public ones is 0600.
+//! - `at_rest`: files and directories the server writes are private (0600, 0700) even in a
+//!   data directory others may read, which is reported; an older version's are tightened.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
 
+mod at_rest;
 mod crash;
 mod garbage;
 mod identity_attacks;
