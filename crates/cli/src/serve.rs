@@ -42,6 +42,32 @@ pub struct ServerArgs {
     /// database, in milliseconds (10 to 60000; default 250).
     #[arg(long, env = "LANYARD_FEED_POLL_MS")]
     pub feed_poll_ms: Option<u64>,
+    /// Connections served at once; a new one beyond it is closed at once (default 1024).
+    #[arg(long, env = "LANYARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+    /// The longest a TLS handshake may take, in seconds (default 10).
+    #[arg(long, env = "LANYARD_TLS_HANDSHAKE_TIMEOUT_SECS")]
+    pub tls_handshake_timeout_secs: Option<u64>,
+    /// HTTP/1: the longest a request's headers may take to arrive, in seconds (default 30).
+    #[arg(long, env = "LANYARD_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// A connection on which no request starts or ends for this long is closed, in seconds
+    /// (default 30).
+    #[arg(long, env = "LANYARD_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// HTTP/2: seconds between pings that check the peer is alive (default 20).
+    #[arg(long, env = "LANYARD_HTTP2_KEEPALIVE_INTERVAL_SECS")]
+    pub http2_keepalive_interval_secs: Option<u64>,
+    /// HTTP/2: seconds a ping's answer may take before the connection is closed (default 20).
+    #[arg(long, env = "LANYARD_HTTP2_KEEPALIVE_TIMEOUT_SECS")]
+    pub http2_keepalive_timeout_secs: Option<u64>,
+    /// Seconds a request body may take before it must keep up the minimum rate (default 30).
+    #[arg(long, env = "LANYARD_REQUEST_BODY_TIMEOUT_SECS")]
+    pub request_body_timeout_secs: Option<u64>,
+    /// The slowest average rate a request body may arrive at after its grace period, in
+    /// bytes per second (default 1024); slower bodies are answered 408.
+    #[arg(long, env = "LANYARD_REQUEST_BODY_MIN_BYTES_PER_SEC")]
+    pub request_body_min_bytes_per_sec: Option<u64>,
 }
 
 impl ServerArgs {
@@ -56,6 +82,14 @@ impl ServerArgs {
             log_format: self.log_format.clone(),
             identity_throttling: self.identity_throttling,
             feed_poll_ms: self.feed_poll_ms,
+            max_connections: self.max_connections,
+            tls_handshake_timeout_secs: self.tls_handshake_timeout_secs,
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            http2_keepalive_interval_secs: self.http2_keepalive_interval_secs,
+            http2_keepalive_timeout_secs: self.http2_keepalive_timeout_secs,
+            request_body_timeout_secs: self.request_body_timeout_secs,
+            request_body_min_bytes_per_sec: self.request_body_min_bytes_per_sec,
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
