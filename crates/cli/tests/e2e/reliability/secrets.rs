@@ -395,7 +395,7 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
         .map(|(k, m)| (k, format!("{m:o}")))
         .collect();
     println!(
-        "secrets::{backend:?}: {} secret values and keys searched for in {} bytes (database, data directory, blobs, {} log lines); key file modes {modes:?}; {} leaks",
+        "secrets::{backend:?}: {} secret values and keys searched for in {} bytes (database, data directory, blobs, {} log lines); file modes {modes:?}; {} leaks",
         secrets.len(),
         scanned,
         String::from_utf8_lossy(&log_bytes).lines().count(),
