@@ -11,6 +11,9 @@
 //! them; whatever a crash leaves behind (temporary files, files written but never committed,
 //! files whose removal did not happen) is removed by [`FileStore::sweep`] at start.
 //!
+//! Files are created with mode 0600 and directories (the blob root too) with 0700: blob
+//! content is readable only by the server's user.
+//!
 //! Request bodies are streamed to disk in chunks of [`WRITE_CHUNK`] and content is served
 //! from the file in chunks of [`READ_CHUNK`]: no blob is ever held in memory whole.
 
@@ -113,6 +116,30 @@ fn joined(e: tokio::task::JoinError) -> BlobError {
     BlobError::Io(std::io::Error::other(e))
 }
 
+/// Creates `dir` and any missing parent with mode 0700.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates a new file (never an existing one) with mode 0600, for writing.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
 /// Makes a rename durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -149,8 +176,8 @@ impl FileStore {
         let (file, tmp) = {
             let (dir_path, tmp_path) = (dir_path.clone(), tmp_path.clone());
             tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                std::fs::create_dir_all(&dir_path)?;
-                let file = std::fs::File::create_new(&tmp_path)?;
+                private_dir(&dir_path)?;
+                let file = private_file(&tmp_path)?;
                 Ok((
                     file,
                     TempFile {
@@ -252,11 +279,11 @@ impl FileStore {
             .collect();
         let size = parts.iter().map(|p| p.len).sum();
         let path = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
-            std::fs::create_dir_all(&dir_path)?;
+            private_dir(&dir_path)?;
             let mut tmp = TempFile {
                 path: Some(tmp_path.clone()),
             };
-            let mut out = std::fs::File::create_new(&tmp_path)?;
+            let mut out = private_file(&tmp_path)?;
             let mut open: HashMap<PathBuf, std::fs::File> = HashMap::new();
             for (source, offset, len) in sources {
                 let file = match open.entry(source) {
@@ -497,6 +524,29 @@ mod tests {
         let left = listing(&files.root().join("c1"));
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(!left.iter().any(|n| names[1].ends_with(n.as_str())));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn blob_files_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let files = FileStore::new(tmp.path().join("blobs"));
+        let a = files
+            .spool("c1", body(vec![b"private"]), spool(None))
+            .await
+            .unwrap();
+        let part = Part {
+            file: a.name.clone(),
+            offset: 0,
+            len: 7,
+        };
+        let composed = files.compose("c1", vec![part]).await.unwrap();
+        assert_eq!(mode(files.root()), 0o700);
+        assert_eq!(mode(&files.root().join("c1")), 0o700);
+        assert_eq!(mode(&files.root().join(&a.name)), 0o600);
+        assert_eq!(mode(&files.root().join(&composed.name)), 0o600);
     }
 
     #[tokio::test]

@@ -72,6 +72,32 @@ pub struct ServerArgs {
     /// Workload sessions open at once for one resource (default 16).
     #[arg(long, env = "LANYARD_MAX_SESSIONS_PER_RESOURCE")]
     pub max_sessions_per_resource: Option<u32>,
+    /// Connections served at once; a new one beyond it is closed at once (default 1024).
+    #[arg(long, env = "LANYARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+    /// The longest a TLS handshake may take, in seconds (default 10).
+    #[arg(long, env = "LANYARD_TLS_HANDSHAKE_TIMEOUT_SECS")]
+    pub tls_handshake_timeout_secs: Option<u64>,
+    /// HTTP/1: the longest a request's headers may take to arrive, in seconds (default 30).
+    #[arg(long, env = "LANYARD_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// A connection on which no request starts or ends for this long is closed, in seconds
+    /// (default 30).
+    #[arg(long, env = "LANYARD_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// HTTP/2: seconds between pings that check the peer is alive (default 20).
+    #[arg(long, env = "LANYARD_HTTP2_KEEPALIVE_INTERVAL_SECS")]
+    pub http2_keepalive_interval_secs: Option<u64>,
+    /// HTTP/2: seconds a ping's answer may take before the connection is closed (default 20).
+    #[arg(long, env = "LANYARD_HTTP2_KEEPALIVE_TIMEOUT_SECS")]
+    pub http2_keepalive_timeout_secs: Option<u64>,
+    /// Seconds a request body may take before it must keep up the minimum rate (default 30).
+    #[arg(long, env = "LANYARD_REQUEST_BODY_TIMEOUT_SECS")]
+    pub request_body_timeout_secs: Option<u64>,
+    /// The slowest average rate a request body may arrive at after its grace period, in
+    /// bytes per second (default 1024); slower bodies are answered 408.
+    #[arg(long, env = "LANYARD_REQUEST_BODY_MIN_BYTES_PER_SEC")]
+    pub request_body_min_bytes_per_sec: Option<u64>,
 }
 
 impl ServerArgs {
@@ -93,6 +119,14 @@ impl ServerArgs {
             max_sessions: self.max_sessions,
             max_sessions_per_principal: self.max_sessions_per_principal,
             max_sessions_per_resource: self.max_sessions_per_resource,
+            max_connections: self.max_connections,
+            tls_handshake_timeout_secs: self.tls_handshake_timeout_secs,
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            http2_keepalive_interval_secs: self.http2_keepalive_interval_secs,
+            http2_keepalive_timeout_secs: self.http2_keepalive_timeout_secs,
+            request_body_timeout_secs: self.request_body_timeout_secs,
+            request_body_min_bytes_per_sec: self.request_body_min_bytes_per_sec,
             ..Default::default()
         };
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);

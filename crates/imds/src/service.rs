@@ -328,9 +328,15 @@ impl IdentityService {
             sessions.insert(session.id, Arc::clone(&session));
         }
         let router = crate::endpoint::router(Arc::clone(self), Arc::clone(&session));
-        tokio::spawn(lanyard_platform::serve::serve_plain(
+        // The configured timeouts; the connection cap of a plain listener.
+        let limits = lanyard_platform::serve::NetLimits {
+            max_connections: lanyard_platform::serve::PLAIN_MAX_CONNECTIONS,
+            ..self.app.config.net.clone()
+        };
+        tokio::spawn(lanyard_platform::serve::serve_plain_with(
             listener,
             router,
+            limits,
             async {
                 let _ = rx.await;
             },

@@ -12,6 +12,11 @@
 //! Workload sessions: `session-attestation` (`process`, the default; `user`; `off`) says which
 //! local processes a session's identity endpoints serve, and `max-sessions`,
 //! `max-sessions-per-principal` and `max-sessions-per-resource` cap how many are open.
+//! What an unauthenticated client can hold is bounded by the [`NetLimits`] settings:
+//! `max-connections`, `tls-handshake-timeout-secs`, `header-read-timeout-secs`,
+//! `idle-timeout-secs`, `http2-keepalive-interval-secs`, `http2-keepalive-timeout-secs`,
+//! `request-body-timeout-secs` and `request-body-min-bytes-per-sec` (defaults in the `DEFAULT_*`
+//! constants below; README's "Running the server" explains each).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +60,18 @@ pub struct ConfigLayer {
     pub max_sessions_per_principal: Option<u32>,
     /// Workload sessions open at once for one resource.
     pub max_sessions_per_resource: Option<u32>,
+    /// Connections served at once; beyond it new connections are closed at once.
+    pub max_connections: Option<u64>,
+    pub tls_handshake_timeout_secs: Option<u64>,
+    /// HTTP/1: the longest a request's headers may take to arrive.
+    pub header_read_timeout_secs: Option<u64>,
+    /// A connection on which no request starts for this long is closed (HTTP/1 and HTTP/2).
+    pub idle_timeout_secs: Option<u64>,
+    pub http2_keepalive_interval_secs: Option<u64>,
+    pub http2_keepalive_timeout_secs: Option<u64>,
+    /// How long a request body may take before it must keep up the minimum rate.
+    pub request_body_timeout_secs: Option<u64>,
+    pub request_body_min_bytes_per_sec: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -88,6 +105,26 @@ impl ConfigLayer {
             max_sessions_per_resource: self
                 .max_sessions_per_resource
                 .or(lower.max_sessions_per_resource),
+            max_connections: self.max_connections.or(lower.max_connections),
+            tls_handshake_timeout_secs: self
+                .tls_handshake_timeout_secs
+                .or(lower.tls_handshake_timeout_secs),
+            header_read_timeout_secs: self
+                .header_read_timeout_secs
+                .or(lower.header_read_timeout_secs),
+            idle_timeout_secs: self.idle_timeout_secs.or(lower.idle_timeout_secs),
+            http2_keepalive_interval_secs: self
+                .http2_keepalive_interval_secs
+                .or(lower.http2_keepalive_interval_secs),
+            http2_keepalive_timeout_secs: self
+                .http2_keepalive_timeout_secs
+                .or(lower.http2_keepalive_timeout_secs),
+            request_body_timeout_secs: self
+                .request_body_timeout_secs
+                .or(lower.request_body_timeout_secs),
+            request_body_min_bytes_per_sec: self
+                .request_body_min_bytes_per_sec
+                .or(lower.request_body_min_bytes_per_sec),
         }
     }
 
@@ -175,6 +212,132 @@ pub struct Config {
     pub federation_allowed_networks: Vec<IpNet>,
     pub session_attestation: SessionAttestation,
     pub session_limits: SessionLimits,
+    /// What one client may hold: connections, and how long each stage of a request may take.
+    pub net: NetLimits,
+}
+
+/// Bounds on what clients, authenticated or not, can hold of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Connections served at once (per listener); a new one beyond it is closed at once.
+    pub max_connections: usize,
+    /// The longest a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1: the longest a request's headers may take to arrive, counted from when the
+    /// connection starts waiting for the request (so it also bounds an idle keep-alive).
+    pub header_read_timeout: Duration,
+    /// A connection on which no request starts or ends for this long is closed gracefully
+    /// (HTTP/1 keep-alive and HTTP/2 alike); requests in flight finish first.
+    pub idle_timeout: Duration,
+    /// HTTP/2: how often a ping checks that the peer is alive...
+    pub http2_keepalive_interval: Duration,
+    /// ...and how long its answer may take before the connection is closed.
+    pub http2_keepalive_timeout: Duration,
+    /// A request body is cut off (408) once it is slower than `request_body_min_rate` bytes
+    /// per second after this grace period, counted from when the handler starts reading it:
+    /// a body that sends nothing is cut off after the grace period, a trickle soon after.
+    pub request_body_timeout: Duration,
+    pub request_body_min_rate: u64,
+}
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_BODY_MIN_RATE: u64 = 1024;
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            http2_keepalive_interval: DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
+            http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
+            request_body_min_rate: DEFAULT_REQUEST_BODY_MIN_RATE,
+        }
+    }
+}
+
+impl NetLimits {
+    /// The limits a layer sets, each checked against its range; defaults elsewhere.
+    fn from_layer(layer: &ConfigLayer) -> Result<NetLimits, ConfigError> {
+        let d = NetLimits::default();
+        let secs = |value: Option<u64>, default: Duration, name: &'static str, max: u64| match value
+        {
+            None => Ok(default),
+            Some(v) if (1..=max).contains(&v) => Ok(Duration::from_secs(v)),
+            Some(_) => Err(ConfigError::Invalid {
+                name,
+                reason: format!("must be between 1 and {max} seconds"),
+            }),
+        };
+        let max_connections = match layer.max_connections {
+            None => d.max_connections,
+            Some(v) if (1..=1_000_000).contains(&v) => v as usize,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "max-connections",
+                    reason: "must be between 1 and 1000000".into(),
+                })
+            }
+        };
+        let request_body_min_rate = match layer.request_body_min_bytes_per_sec {
+            None => d.request_body_min_rate,
+            Some(v) if (1..=1 << 30).contains(&v) => v,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "request-body-min-bytes-per-sec",
+                    reason: "must be between 1 and 1073741824".into(),
+                })
+            }
+        };
+        Ok(NetLimits {
+            max_connections,
+            tls_handshake_timeout: secs(
+                layer.tls_handshake_timeout_secs,
+                d.tls_handshake_timeout,
+                "tls-handshake-timeout-secs",
+                300,
+            )?,
+            header_read_timeout: secs(
+                layer.header_read_timeout_secs,
+                d.header_read_timeout,
+                "header-read-timeout-secs",
+                3600,
+            )?,
+            idle_timeout: secs(
+                layer.idle_timeout_secs,
+                d.idle_timeout,
+                "idle-timeout-secs",
+                86_400,
+            )?,
+            http2_keepalive_interval: secs(
+                layer.http2_keepalive_interval_secs,
+                d.http2_keepalive_interval,
+                "http2-keepalive-interval-secs",
+                3600,
+            )?,
+            http2_keepalive_timeout: secs(
+                layer.http2_keepalive_timeout_secs,
+                d.http2_keepalive_timeout,
+                "http2-keepalive-timeout-secs",
+                3600,
+            )?,
+            request_body_timeout: secs(
+                layer.request_body_timeout_secs,
+                d.request_body_timeout,
+                "request-body-timeout-secs",
+                3600,
+            )?,
+            request_body_min_rate,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +380,7 @@ pub fn default_data_dir() -> PathBuf {
 impl Config {
     /// Validates a merged layer, filling defaults.
     pub fn from_layer(layer: ConfigLayer) -> Result<Config, ConfigError> {
+        let net = NetLimits::from_layer(&layer)?;
         let domain = layer
             .domain
             .unwrap_or_else(|| DEFAULT_DOMAIN.to_string())
@@ -353,6 +517,7 @@ impl Config {
             federation_allowed_networks,
             session_attestation,
             session_limits,
+            net,
         })
     }
 
@@ -565,6 +730,62 @@ mod tests {
         let merged = Config::from_layer(file).unwrap();
         assert_eq!(merged.session_attestation, SessionAttestation::Off);
         assert_eq!(merged.session_limits.total, 8);
+    }
+
+    #[test]
+    fn network_limits_have_defaults_and_ranges() {
+        let ok = Config::from_layer(ConfigLayer::default()).unwrap();
+        assert_eq!(ok.net, NetLimits::default());
+        let set = Config::from_layer(ConfigLayer {
+            max_connections: Some(8),
+            idle_timeout_secs: Some(2),
+            request_body_timeout_secs: Some(1),
+            request_body_min_bytes_per_sec: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(set.net.max_connections, 8);
+        assert_eq!(set.net.idle_timeout, Duration::from_secs(2));
+        assert_eq!(set.net.request_body_timeout, Duration::from_secs(1));
+        assert_eq!(set.net.request_body_min_rate, 10);
+        assert_eq!(set.net.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        for (layer, name) in [
+            (
+                ConfigLayer {
+                    max_connections: Some(0),
+                    ..Default::default()
+                },
+                "max-connections",
+            ),
+            (
+                ConfigLayer {
+                    tls_handshake_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "tls-handshake-timeout-secs",
+            ),
+            (
+                ConfigLayer {
+                    idle_timeout_secs: Some(100_000),
+                    ..Default::default()
+                },
+                "idle-timeout-secs",
+            ),
+            (
+                ConfigLayer {
+                    request_body_min_bytes_per_sec: Some(0),
+                    ..Default::default()
+                },
+                "request-body-min-bytes-per-sec",
+            ),
+        ] {
+            let err = Config::from_layer(layer).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let file: ConfigLayer =
+            toml::from_str("max-connections = 5\nhttp2-keepalive-timeout-secs = 3\n").unwrap();
+        assert_eq!(file.max_connections, Some(5));
+        assert_eq!(file.http2_keepalive_timeout_secs, Some(3));
     }
 
     #[test]

@@ -234,7 +234,9 @@ impl IntoResponse for ApiError {
                 headers.insert(name, value);
             }
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE
+            || self.status == StatusCode::REQUEST_TIMEOUT
+        {
             // The rest of the body was never read, so the connection cannot carry another
             // request; say so, or HTTP/1.1 clients reuse it and their next request fails.
             // (HTTP/2 strips the header; streams are independent there.)

@@ -6,12 +6,13 @@
 //! - [`bounded`] and [`coalesce`]: what the data planes' read paths keep in memory (bounded
 //!   maps, values stamped with the commit generation) and how concurrent reads of one
 //!   document share a store round trip.
-//! - [`config`]: flags, environment and TOML merged and validated.
+//! - [`config`]: flags, environment and TOML merged and validated; [`config::NetLimits`].
 //! - [`state`]: [`AppState`], what handlers share; the public URL of each plane; the
 //!   follower that applies the store's commit feed to the in-memory views, so servers
 //!   sharing a database see each other's changes ([`state::follow_feed`]).
 //! - [`error`]: the one place errors become HTTP, in each plane's dialect.
-//! - [`serve`]: the accept loops (TLS and plain HTTP) with graceful shutdown; each request
+//! - [`serve`]: the accept loops (TLS and plain HTTP) with graceful shutdown, and the bounds
+//!   on what a client can hold: connections, handshake, headers, idle time; each request
 //!   carries its connection's [`serve::Peer`].
 //! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation,
 //!   and the mint guard that makes issuance and revocation linearisable on each server.

@@ -1,5 +1,7 @@
 //! The HTTPS application: one router per plane, chosen by host name, behind the layers every
-//! request passes (request id, trace span, panic guard, body limit).
+//! request passes (request id, trace span, panic guard, body limit). Where the plane is chosen
+//! the request body is put under the read deadline ([`crate::deadline`]), and a request whose
+//! body was cut off is answered 408 in that plane's error shape.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::deadline::BodyDeadline;
 use crate::hosts::{self, Plane};
 use crate::telemetry::{self, UuidRequestId, REQUEST_ID};
 use lanyard_platform::AppState;
@@ -50,6 +53,7 @@ impl Planes {
 struct Dispatch {
     domain: Arc<str>,
     planes: Planes,
+    deadline: BodyDeadline,
 }
 
 /// The whole HTTPS application.
@@ -57,6 +61,7 @@ pub fn router(state: AppState) -> Router {
     let dispatch = Dispatch {
         domain: Arc::from(state.config.domain.as_str()),
         planes: Planes::new(&state),
+        deadline: BodyDeadline::new(&state.config.net),
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -75,7 +80,7 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn dispatch_by_host(State(d): State<Dispatch>, request: Request) -> Response {
+async fn dispatch_by_host(State(d): State<Dispatch>, mut request: Request) -> Response {
     let host = request
         .uri()
         .authority()
@@ -89,27 +94,25 @@ async fn dispatch_by_host(State(d): State<Dispatch>, request: Request) -> Respon
         })
         .unwrap_or_default();
     let plane = hosts::classify(&host, &d.domain);
-    let router = match plane {
+    let (router, dialect) = match plane {
         Plane::Combined => {
             // The control plane and the token service share this host; token-service paths
             // are recognisable by their shape.
             if is_login_path(request.uri().path()) {
-                d.planes.login
+                (d.planes.login, login_dialect(request.uri().path()))
             } else {
-                d.planes.management
+                (d.planes.management, Dialect::Arm)
             }
         }
-        Plane::Management => d.planes.management,
-        Plane::Login | Plane::Graph => d.planes.login,
+        Plane::Management => (d.planes.management, Dialect::Arm),
+        Plane::Login | Plane::Graph => (d.planes.login, login_dialect(request.uri().path())),
         Plane::Vault(name) => {
-            let mut request = request;
             request.extensions_mut().insert(VaultName(name));
-            return call(d.planes.vault, request).await;
+            (d.planes.vault, Dialect::KeyVault)
         }
         Plane::Blob(name) => {
-            let mut request = request;
             request.extensions_mut().insert(AccountName(name));
-            return call(d.planes.blob, request).await;
+            (d.planes.blob, Dialect::Blob)
         }
         Plane::Unknown(host) => {
             return ApiError::arm(
@@ -120,7 +123,38 @@ async fn dispatch_by_host(State(d): State<Dispatch>, request: Request) -> Respon
             .into_response()
         }
     };
-    call(router, request).await
+    let (request, cut) = d.deadline.apply(request);
+    let response = call(router, request).await;
+    match cut {
+        Some(cut) if cut.happened() => body_too_slow(dialect),
+        _ => response,
+    }
+}
+
+/// The error shape of the token service's host: Entra's for the token and discovery
+/// endpoints, ARM's for Graph (`/v1.0/...`) and Lanyard's key administration.
+fn login_dialect(path: &str) -> Dialect {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if first.eq_ignore_ascii_case("v1.0") || first.eq_ignore_ascii_case("lanyard") {
+        Dialect::Arm
+    } else {
+        Dialect::Entra
+    }
+}
+
+/// 408 for a request whose body was cut off; `Connection: close` comes with the status.
+fn body_too_slow(dialect: Dialect) -> Response {
+    let code = match dialect {
+        Dialect::Entra | Dialect::Identity => "invalid_request",
+        Dialect::Arm | Dialect::KeyVault | Dialect::Blob => "RequestTimeout",
+    };
+    ApiError::new(
+        dialect,
+        StatusCode::REQUEST_TIMEOUT,
+        code,
+        "The request body did not arrive in time: it was sent more slowly than the server accepts.",
+    )
+    .into_response()
 }
 
 async fn call(router: Router, request: Request) -> Response {
@@ -177,5 +211,16 @@ mod tests {
         assert!(!is_login_path(
             "/providers/Microsoft.Authorization/roleDefinitions"
         ));
+    }
+
+    #[test]
+    fn a_body_cut_off_is_answered_in_the_planes_shape() {
+        assert_eq!(login_dialect("/tenant/oauth2/v2.0/token"), Dialect::Entra);
+        assert_eq!(login_dialect("/v1.0/applications"), Dialect::Arm);
+        assert_eq!(login_dialect("/lanyard/keys/rotate"), Dialect::Arm);
+        let r = body_too_slow(Dialect::Blob);
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(r.headers()["x-ms-error-code"], "RequestTimeout");
+        assert_eq!(r.headers()["connection"], "close");
     }
 }

@@ -7,6 +7,7 @@
 //! - [`bootstrap`]: the tenant, subscription and administrator made at first start.
 //! - [`hosts`]: which plane a host name belongs to.
 //! - [`app`]: the router of routers, and the layers every request passes.
+//! - [`deadline`]: the read deadline every request body is under.
 //! - [`telemetry`]: structured logs with a request id on every line.
 //!
 //! [`Server::prepare`] does everything that can fail before a socket is involved;
@@ -22,6 +23,7 @@
 pub mod app;
 pub mod bootstrap;
 pub mod datadir;
+pub mod deadline;
 pub mod hosts;
 pub mod telemetry;
 pub mod tls;
@@ -212,10 +214,12 @@ impl Server {
             backend = state.store.backend(),
             "lanyard is ready"
         );
+        let limits = state.config.net;
         lanyard_platform::serve::serve_tls(
             listener,
             self.tls.server_config,
             app::router(state),
+            limits,
             shutdown,
         )
         .await;

@@ -8,6 +8,10 @@
 //! With one writer, commit-feed numbers are given in commit order by construction, and no
 //! transaction fails to serialize, so nothing is retried.
 //!
+//! The file is private to the server's user: it is created with mode 0600 before SQLite opens
+//! it, and SQLite gives its `-wal` and `-shm` files the mode of the database file. A database
+//! (or companion file) an older version left more open is tightened to 0600 at open.
+//!
 //! Here: [`SqliteStore::open`] (the file, its pragmas, the two pools) and the [`Sqlite`]
 //! [`Dialect`]; the store itself is [`SqlStore`], written once for both backends.
 
@@ -104,6 +108,7 @@ impl SqliteStore {
     /// brings the schema up to date.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         check_location(path)?;
+        make_private(path);
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -171,6 +176,47 @@ fn check_location(path: &Path) -> StoreResult<()> {
         Err(e) => unavailable(format!("directory `{}`: {e}", parent.display())),
     }
 }
+
+/// Creates the database file with mode 0600 if it does not exist, and tightens it and its
+/// companion files to 0600 where they are more open. Failures are left for SQLite to report
+/// (or logged, for a mode that cannot be changed).
+#[cfg(unix)]
+fn make_private(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        let Ok(meta) = std::fs::symlink_metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if !meta.is_file() || mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::info!(
+                path = %file.display(),
+                was = format!("{mode:o}"),
+                "database file was readable by other users; its mode is now 600"
+            ),
+            Err(e) => tracing::warn!(
+                path = %file.display(),
+                mode = format!("{mode:o}"),
+                error = %e,
+                "database file is readable by other users and its mode cannot be changed"
+            ),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) {}
 
 fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
@@ -252,5 +298,54 @@ mod tests {
             matches!(&err, StoreError::Unavailable(m) if m.contains("version 99")),
             "{err}"
         );
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.put_meta_for_test().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert!(file.exists(), "{} missing", file.display());
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        store.close().await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn files_an_older_version_left_open_are_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.db");
+        SqliteStore::open(&path).await.unwrap().close().await;
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        std::fs::write(&wal, b"").unwrap();
+        for file in [&path, &wal] {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.put_meta_for_test().await;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&wal), 0o600);
+        store.close().await;
+    }
+
+    impl SqliteStore {
+        async fn put_meta_for_test(&self) {
+            sqlx::query("INSERT INTO schema_migrations VALUES (1000, 'mode test', 0)")
+                .execute(&self.writer)
+                .await
+                .unwrap();
+        }
     }
 }

@@ -26,9 +26,15 @@
 //! - `sessions`: workload sessions end with their opener's rights and their resource's
 //!   incarnation, serve only the process tree that opened them, and are capped.
 //! - `secrets`: secret values and key material never reach the database, the blob
-//!   directory's metadata or the logs; key files are 0600.
+//!   directory's metadata or the logs; every file but the public ones is 0600.
+//! - `at_rest`: files and directories the server writes are private (0600, 0700) even in a
+//!   data directory others may read, which is reported; an older version's are tightened.
+//! - `connections`: what an unauthenticated client can hold is bounded: the connection
+//!   limit, the request-body deadline (408 in each plane's shape), the idle timeout.
 //! - `soak`: `scripts/soak`'s driver (ignored in the default run).
 
+mod at_rest;
+mod connections;
 mod crash;
 mod garbage;
 mod identity_attacks;

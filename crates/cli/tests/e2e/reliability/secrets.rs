@@ -8,8 +8,9 @@
 //! hex, JSON- and percent-escaped), and for the key material: the key-encryption key, the
 //! CA's private key, and every signing key's PKCS#8 (unsealed here with the KEK). Controls
 //! make sure the search would find things: a tag and a blob's content, both meant to be
-//! stored, are found. Key files (`kek`, `ca-key.pem`, `admin.json`, and any other key) are
-//! mode 0600.
+//! stored, are found. Key files (`kek`, `ca-key.pem`, `admin.json`) and every other file
+//! the server wrote (the database, blob content) but the public `ca.pem` and `endpoints.json`
+//! are mode 0600.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -374,9 +375,12 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
             & 0o777;
         modes.insert(name.to_string(), mode);
     }
+    // Every other file the server wrote too (database, blobs), but for the public ones.
     for path in files_under(&dir) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.contains("key") && !name.ends_with(".db") {
+        if !(path.parent() == Some(dir.as_path())
+            && ["ca.pem", "endpoints.json"].contains(&name.as_str()))
+        {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             modes.insert(path.strip_prefix(&dir).unwrap().display().to_string(), mode);
         }
@@ -391,7 +395,7 @@ async fn secrets_never_reach_storage_or_logs(backend: Backend) {
         .map(|(k, m)| (k, format!("{m:o}")))
         .collect();
     println!(
-        "secrets::{backend:?}: {} secret values and keys searched for in {} bytes (database, data directory, blobs, {} log lines); key file modes {modes:?}; {} leaks",
+        "secrets::{backend:?}: {} secret values and keys searched for in {} bytes (database, data directory, blobs, {} log lines); file modes {modes:?}; {} leaks",
         secrets.len(),
         scanned,
         String::from_utf8_lossy(&log_bytes).lines().count(),
