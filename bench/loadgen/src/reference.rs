@@ -83,8 +83,14 @@ pub fn serve_static(args: StaticArgs) -> anyhow::Result<()> {
             Some(dir) => {
                 let dir = lanyard_server::datadir::DataDir::open(dir)?;
                 let tls = lanyard_server::tls::ensure(&dir, &args.domain)?;
-                lanyard_platform::serve::serve_tls(listener, tls.server_config, app, shutdown)
-                    .await;
+                lanyard_platform::serve::serve_tls(
+                    listener,
+                    tls.server_config,
+                    app,
+                    lanyard_platform::serve::NetLimits::default(),
+                    shutdown,
+                )
+                .await;
             }
         }
         anyhow::Ok(())

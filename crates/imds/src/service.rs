@@ -331,7 +331,7 @@ impl IdentityService {
         // The configured timeouts; the connection cap of a plain listener.
         let limits = lanyard_platform::serve::NetLimits {
             max_connections: lanyard_platform::serve::PLAIN_MAX_CONNECTIONS,
-            ..self.app.config.net.clone()
+            ..self.app.config.net
         };
         tokio::spawn(lanyard_platform::serve::serve_plain_with(
             listener,
