@@ -77,13 +77,19 @@ async fn imds(
     if let Some(c) = client_id {
         url.push_str(&format!("&client_id={c}"));
     }
-    let r = http
+    // A deleted resource ends its sessions, whose listeners then close (refusing new
+    // connections, dropping open ones): no token comes back (status 0). A hang is a failure.
+    let r = match http
         .get(url)
         .header("Metadata", "true")
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .unwrap();
+    {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => panic!("IMDS request: {e}"),
+        Err(_) => return (0, None),
+    };
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap_or(Value::Null);
     let token = body["access_token"].as_str().map(str::to_string);
