@@ -136,6 +136,125 @@ fn pause(losses: u32) -> Duration {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use lanyard_storage::{Change, DocumentRecord, Expect};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const RETRY: Retry<String> = Retry {
+        attempts: 3,
+        backoff: false,
+        fail,
+    };
+
+    fn fail(e: StoreError) -> String {
+        match e {
+            StoreError::Conflict(_) => "gave up".into(),
+            e => e.to_string(),
+        }
+    }
+
+    fn put(key: &str) -> Change {
+        Change::PutDocument(DocumentRecord {
+            collection: "c".into(),
+            key: key.into(),
+            version: 1,
+            body: serde_json::json!({}),
+        })
+    }
+
+    /// A batch that creates `key`, expecting it absent.
+    fn create(key: &str) -> Batch {
+        Batch::new()
+            .expect(Expect::DocumentAbsent {
+                collection: "c".into(),
+                key: key.into(),
+            })
+            .with(put(key))
+    }
+
+    async fn state() -> (tempfile::TempDir, AppState) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::tests::state_on(&dir.path().join("db.sqlite"), [7; 32]).await;
+        (dir, state)
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_planned_again_up_to_the_attempts_then_fails_as_the_plane_says() {
+        let (_dir, state) = state().await;
+        state.commit(Batch::new().with(put("taken"))).await.unwrap();
+        let (runs, losses) = (AtomicU32::new(0), AtomicU32::new(0));
+        let out: Result<(), String> = transact_checked(
+            &state,
+            RETRY,
+            || async {
+                losses.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+            |at| {
+                assert_eq!(at.index, runs.fetch_add(1, Ordering::SeqCst));
+                async { Ok(Step::Commit(create("taken"), ())) }
+            },
+        )
+        .await;
+        assert_eq!(out, Err("gave up".to_string()));
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(losses.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_race_check_may_end_the_write_with_its_own_error() {
+        let (_dir, state) = state().await;
+        state.commit(Batch::new().with(put("taken"))).await.unwrap();
+        let out: Result<(), String> = transact_checked(
+            &state,
+            RETRY,
+            || async { Err("gone".to_string()) },
+            |_| async { Ok(Step::Commit(create("taken"), ())) },
+        )
+        .await;
+        assert_eq!(out, Err("gone".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_plan_sees_what_the_lost_race_wrote_and_its_answer_comes_after_its_commit() {
+        let (_dir, state) = state().await;
+        let runs = AtomicU32::new(0);
+        let out = transact(&state, RETRY, |at| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let state = &state;
+            async move {
+                if at.is_first() {
+                    // Someone else creates the document between this read and the commit.
+                    state.commit(Batch::new().with(put("k"))).await.unwrap();
+                    return Ok(Step::Commit(create("k"), "first"));
+                }
+                let seen = state.store.document("c", "k").await.unwrap().is_some();
+                assert!(seen);
+                Ok(Step::Commit(create("other"), "second"))
+            }
+        })
+        .await;
+        assert_eq!(out, Ok("second"));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(state.store.document("c", "other").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_preparatory_batch_is_committed_and_counted_then_the_plan_runs_again() {
+        let (_dir, state) = state().await;
+        let out = transact(&state, RETRY, |at| {
+            let state = &state;
+            async move {
+                if at.prepared == 0 {
+                    return Ok(Step::Then(create("mark")));
+                }
+                assert_eq!((at.index, at.prepared), (1, 1));
+                assert!(state.store.document("c", "mark").await.unwrap().is_some());
+                Ok(Step::Done(at.prepared))
+            }
+        })
+        .await;
+        assert_eq!(out, Ok(1));
+    }
 
     #[test]
     fn pauses_grow_with_losses_and_stay_bounded() {
