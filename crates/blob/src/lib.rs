@@ -20,7 +20,7 @@
 //!   ([`lanyard_platform::coalesce`]).
 //! - [`docs`]: reading documents and the expectations that guard writing them.
 //! - [`plan`]: what each write commits, from what it read (pure); the operations run it
-//!   through the platform's write path ([`lanyard_platform::transact`]).
+//!   through the platform's write path ([`lanyard_platform::transact()`]).
 //! - [`reply`]: response building and the property headers.
 //! - [`containers`], [`listing`], [`blobs`]: the operations.
 //!

@@ -274,8 +274,8 @@ impl Ctx<'_> {
     }
 
     /// Runs a write through the platform's write path: `attempt` reads and plans (see
-    /// [`crate::plan`]); a lost race runs it again, up to [`RETRIES`] commits, after which
-    /// the write fails as [`contended`].
+    /// [`crate::plan`]); a lost race runs it again, up to `RETRIES` commits, after which
+    /// the write fails as `contended()`.
     pub async fn transact<T, A, Fut>(&self, attempt: A) -> Result<T, BlobError>
     where
         A: FnMut(Attempt) -> Fut,

@@ -3,7 +3,7 @@
 //! Every write is one batch that states what it read ([`Expect`]s on the documents and on
 //! the vault's resource), so concurrent writers never lose an update: a batch whose
 //! expectations fail is planned again from a fresh read (the platform's write path,
-//! [`lanyard_platform::transact`]).
+//! [`lanyard_platform::transact()`]).
 //!
 //! Retention: a deleted secret whose `scheduledPurgeDate` has passed (by the injected clock)
 //! is purged when it is next read (get, list, set, recover, restore), and never returned.

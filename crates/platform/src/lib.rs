@@ -16,7 +16,7 @@
 //!   carries its connection's [`serve::Peer`].
 //! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation,
 //!   and the mint guard that makes issuance and revocation linearisable on each server.
-//! - [`transact`]: the one write path every plane's handlers take: load, plan, commit through
+//! - [`mod@transact`]: the one write path every plane's handlers take: load, plan, commit through
 //!   [`AppState::commit`], and on a lost race load and plan again.
 //!
 //! The planes (token service, control plane, identity endpoints, Key Vault, blob) are crates

@@ -1,5 +1,5 @@
 //! Thin handlers, one module per resource family. Each runs its write through
-//! [`Arm::transact`] (the platform's one write path): an attempt loads what its plan needs,
+//! `Arm::transact` (the platform's one write path): an attempt loads what its plan needs,
 //! plans, checks linked authorization, and returns the batch with its answer; on a
 //! concurrent change the attempt runs again.
 //!
