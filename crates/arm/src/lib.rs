@@ -16,7 +16,8 @@
 //! - [`errors`]: failures with ARM's status and code; they become HTTP only as [`ApiError`].
 //! - [`request`]: one authenticated call, and the JSON body extractor.
 //! - [`auth`]: 401 challenges and 403 texts.
-//! - [`api`]: thin handlers, one module per resource family: load, plan, authorize, commit.
+//! - [`api`]: thin handlers, one module per resource family: load, plan, authorize, and
+//!   commit through the platform's write path ([`lanyard_platform::transact()`]).
 //! - [`explain`]: `POST /lanyard/access/explain`, the engine's verdict and reasons for
 //!   `lanyard access explain`.
 //!

@@ -14,22 +14,23 @@ use axum::http::{header, HeaderName, StatusCode};
 use axum::response::Response;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use lanyard_storage::{Batch, Change};
+use lanyard_platform::Step;
 use md5::{Digest, Md5};
 use tokio_util::io::ReaderStream;
 
 use crate::access::Permission;
-use crate::containers::{contended, RETRIES};
-use crate::docs::{self, delete_blocks, expect_as_read, put, Stored};
+use crate::docs::{self, Stored};
 use crate::error::BlobError;
-use crate::files::{Part, PendingFile, Spool, READ_CHUNK};
+use crate::files::{PendingFile, Spool, READ_CHUNK};
 use crate::headers::{self, Conditions, ContentSource, ReadCondition, X_MS_BLOB_TYPE};
-use crate::model::{new_etag, BlobDoc, BlockDoc, CommittedBlock, ContainerDoc};
-use crate::names::{blob_key, block_key, BLOBS, BLOCKS, CONTAINERS};
-use crate::plane::{is_conflict, Ctx};
+use crate::model::{new_etag, BlobDoc, BlockDoc, ContainerDoc};
+use crate::names::{blob_key, block_key};
+use crate::plan;
+use crate::plane::Ctx;
+use crate::plane::{contended, RETRIES};
 use crate::reply::{blob_properties, Reply};
 use crate::request::{BlobPath, BlockListType};
-use crate::xml::{parse_block_list, BlockSource, Writer};
+use crate::xml::{parse_block_list, Writer};
 
 /// The largest blob Put Blob accepts (Azure's limit; the server's body limit is lower).
 const MAX_PUT_BLOB: u64 = 5000 * 1024 * 1024;
@@ -102,15 +103,6 @@ fn blob_type(ctx: &Ctx<'_>) -> Result<(), BlobError> {
     }
 }
 
-/// What a committed write leaves behind to remove.
-fn leftovers(existing: Option<&Stored<BlobDoc>>, blocks: &[Stored<BlockDoc>]) -> Vec<String> {
-    existing
-        .map(|e| e.doc.file.clone())
-        .into_iter()
-        .chain(blocks.iter().map(|b| b.doc.file.clone()))
-        .collect()
-}
-
 /// A blob write whose content is on disk, with what it read before spooling.
 struct BlobWrite<'a> {
     path: &'a BlobPath,
@@ -133,40 +125,38 @@ async fn commit_blob(
         file,
         conditions,
         overwrite_allowed,
-        mut container,
-        mut existing,
+        container,
+        existing,
     } = write;
-    let key = blob_key(ctx.account_name(), &path.container, &path.blob);
-    for _ in 0..RETRIES {
-        let blocks = docs::blocks(ctx, path).await?;
-        let doc = build(&file, existing.as_ref());
-        let mut batch = Batch::new();
-        expect_as_read(&mut batch, CONTAINERS, &container.key, Some(&container));
-        expect_as_read(&mut batch, BLOBS, &key, existing.as_ref());
-        put(
-            &mut batch,
-            BLOBS,
-            &key,
-            existing.as_ref().map(|e| e.version),
-            &doc,
-        )?;
-        delete_blocks(&mut batch, &blocks);
-        match ctx.commit(batch).await {
-            Ok(()) => {
-                file.keep();
-                ctx.files().discard(leftovers(existing.as_ref(), &blocks));
-                return Ok(doc);
-            }
-            Err(e) if is_conflict(&e) => {
-                container = docs::existing_container(ctx, &path.container).await?;
-                existing = docs::blob(ctx, path).await?;
+    let key = &blob_key(ctx.account_name(), &path.container, &path.blob);
+    let (pending, build, first) = (&file, &build, &(container, existing));
+    let (doc, leftovers) = ctx
+        .transact(|attempt| async move {
+            let read;
+            let (container, existing) = if attempt.is_first() {
+                (&first.0, first.1.as_ref())
+            } else {
+                read = (
+                    docs::existing_container(ctx, &path.container).await?,
+                    docs::blob(ctx, path).await?,
+                );
+                let existing = read.1.as_ref();
                 check_overwrite(ctx, &path.container, overwrite_allowed, existing.is_some())?;
-                conditions.check_write(existing.as_ref().map(|e| e.condition_version()))?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(contended())
+                conditions.check_write(existing.map(|e| e.condition_version()))?;
+                (&read.0, existing)
+            };
+            let blocks = docs::blocks(ctx, path).await?;
+            let doc = build(pending, existing);
+            let batch = plan::write_blob(container, key, existing, &blocks, &doc)?;
+            Ok(Step::Commit(
+                batch,
+                (doc, plan::leftovers(existing, &blocks)),
+            ))
+        })
+        .await?;
+    file.keep();
+    ctx.files().discard(leftovers);
+    Ok(doc)
 }
 
 pub async fn put_blob(ctx: &Ctx<'_>, path: &BlobPath, body: Body) -> Result<Response, BlobError> {
@@ -244,7 +234,7 @@ pub async fn put_block(
     may_write(ctx, &path.container)?;
     let declared_md5 = headers::request_md5(ctx.headers)?;
     let expected = headers::content_length(ctx.headers)?;
-    let mut container = docs::existing_container(ctx, &path.container).await?;
+    let container = docs::existing_container(ctx, &path.container).await?;
     let spooled = ctx
         .files()
         .spool(
@@ -268,36 +258,28 @@ pub async fn put_block(
         size: file.size,
         created: ctx.now(),
     };
-    for _ in 0..RETRIES {
-        let previous = docs::block(ctx, path, id).await?;
-        let mut batch = Batch::new();
-        expect_as_read(&mut batch, CONTAINERS, &container.key, Some(&container));
-        expect_as_read(&mut batch, BLOCKS, &key, previous.as_ref());
-        put(
-            &mut batch,
-            BLOCKS,
-            &key,
-            previous.as_ref().map(|p| p.version),
-            &doc,
-        )?;
-        match ctx.commit(batch).await {
-            Ok(()) => {
-                file.keep();
-                ctx.files()
-                    .discard(previous.into_iter().map(|p| p.doc.file).collect());
-                let mut reply = Reply::new(StatusCode::CREATED).encrypted();
-                if let Some(m) = declared_md5 {
-                    reply = reply.header(HeaderName::from_static("content-md5"), &md5_header(&m));
-                }
-                return Ok(reply.finish());
-            }
-            Err(e) if is_conflict(&e) => {
-                container = docs::existing_container(ctx, &path.container).await?;
-            }
-            Err(e) => return Err(e),
-        }
+    let (key, doc, first) = (&key, &doc, &container);
+    let replaced = ctx
+        .transact(|attempt| async move {
+            let reloaded;
+            let container = if attempt.is_first() {
+                first
+            } else {
+                reloaded = docs::existing_container(ctx, &path.container).await?;
+                &reloaded
+            };
+            let previous = docs::block(ctx, path, id).await?;
+            let batch = plan::write_block(container, key, previous.as_ref(), doc)?;
+            Ok(Step::Commit(batch, previous.map(|p| p.doc.file)))
+        })
+        .await?;
+    file.keep();
+    ctx.files().discard(replaced.into_iter().collect());
+    let mut reply = Reply::new(StatusCode::CREATED).encrypted();
+    if let Some(m) = declared_md5 {
+        reply = reply.header(HeaderName::from_static("content-md5"), &md5_header(&m));
     }
-    Err(contended())
+    Ok(reply.finish())
 }
 
 pub async fn put_block_list(
@@ -318,94 +300,54 @@ pub async fn put_block_list(
             "(more than {MAX_BLOCKS} blocks)"
         )));
     }
-    let mut container = docs::existing_container(ctx, &path.container).await?;
-    let mut existing = docs::blob(ctx, path).await?;
-    let key = blob_key(ctx.account_name(), &path.container, &path.blob);
+    let first = &(
+        docs::existing_container(ctx, &path.container).await?,
+        docs::blob(ctx, path).await?,
+    );
+    let key = &blob_key(ctx.account_name(), &path.container, &path.blob);
     let now = ctx.now();
-    let etag = new_etag();
-    for _ in 0..RETRIES {
-        check_overwrite(ctx, &path.container, overwrite_allowed, existing.is_some())?;
-        conditions.check_write(existing.as_ref().map(|e| e.condition_version()))?;
-        let blocks = docs::blocks(ctx, path).await?;
-        let uncommitted: std::collections::HashMap<&str, &Stored<BlockDoc>> = blocks
-            .iter()
-            .filter_map(|b| crate::names::block_id_of(&b.key).map(|id| (id, b)))
-            .collect();
-        let committed = existing
-            .as_ref()
-            .map(|e| e.doc.block_ranges())
-            .unwrap_or_default();
-        let mut parts = Vec::with_capacity(items.len());
-        let mut list = Vec::with_capacity(items.len());
-        for item in &items {
-            let from_uncommitted = || {
-                uncommitted.get(item.id.as_str()).map(|b| Part {
-                    file: b.doc.file.clone(),
-                    offset: 0,
-                    len: b.doc.size,
-                })
+    let etag = &new_etag();
+    let (conditions, content, metadata, items) = (&conditions, &content, &metadata, &items);
+    let (file, doc, leftovers) = ctx
+        .transact(|attempt| async move {
+            let read;
+            let (container, existing) = if attempt.is_first() {
+                (&first.0, first.1.as_ref())
+            } else {
+                read = (
+                    docs::existing_container(ctx, &path.container).await?,
+                    docs::blob(ctx, path).await?,
+                );
+                (&read.0, read.1.as_ref())
             };
-            let from_committed = || {
-                let e = existing.as_ref()?;
-                committed.get(item.id.as_str()).map(|&(offset, len)| Part {
-                    file: e.doc.file.clone(),
-                    offset,
-                    len,
-                })
+            check_overwrite(ctx, &path.container, overwrite_allowed, existing.is_some())?;
+            conditions.check_write(existing.map(|e| e.condition_version()))?;
+            let blocks = docs::blocks(ctx, path).await?;
+            let (parts, list) = plan::block_list(items, existing, &blocks)?;
+            let composed = ctx.files().compose(&container.doc.dir, parts).await;
+            let file = unless_container_gone(ctx, &path.container, composed).await?;
+            let doc = BlobDoc {
+                file: file.name.clone(),
+                size: file.size,
+                etag: etag.clone(),
+                created: existing.map_or(now, |e| e.doc.created),
+                last_modified: now,
+                content: content.clone(),
+                metadata: metadata.clone(),
+                blocks: list,
             };
-            let part = match item.source {
-                BlockSource::Uncommitted => from_uncommitted(),
-                BlockSource::Committed => from_committed(),
-                BlockSource::Latest => from_uncommitted().or_else(from_committed),
-            }
-            .ok_or_else(|| BlobError::InvalidBlockList(item.id.clone()))?;
-            list.push(CommittedBlock {
-                id: item.id.clone(),
-                size: part.len,
-            });
-            parts.push(part);
-        }
-        let composed = ctx.files().compose(&container.doc.dir, parts).await;
-        let file = unless_container_gone(ctx, &path.container, composed).await?;
-        let doc = BlobDoc {
-            file: file.name.clone(),
-            size: file.size,
-            etag: etag.clone(),
-            created: existing.as_ref().map_or(now, |e| e.doc.created),
-            last_modified: now,
-            content: content.clone(),
-            metadata: metadata.clone(),
-            blocks: list,
-        };
-        let mut batch = Batch::new();
-        expect_as_read(&mut batch, CONTAINERS, &container.key, Some(&container));
-        expect_as_read(&mut batch, BLOBS, &key, existing.as_ref());
-        put(
-            &mut batch,
-            BLOBS,
-            &key,
-            existing.as_ref().map(|e| e.version),
-            &doc,
-        )?;
-        delete_blocks(&mut batch, &blocks);
-        match ctx.commit(batch).await {
-            Ok(()) => {
-                file.keep();
-                ctx.files().discard(leftovers(existing.as_ref(), &blocks));
-                return Ok(Reply::new(StatusCode::CREATED)
-                    .etag(&doc.etag)
-                    .last_modified(doc.last_modified)
-                    .encrypted()
-                    .finish());
-            }
-            Err(e) if is_conflict(&e) => {
-                container = docs::existing_container(ctx, &path.container).await?;
-                existing = docs::blob(ctx, path).await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(contended())
+            let batch = plan::write_blob(container, key, existing, &blocks, &doc)?;
+            let leftovers = plan::leftovers(existing, &blocks);
+            Ok(Step::Commit(batch, (file, doc, leftovers)))
+        })
+        .await?;
+    file.keep();
+    ctx.files().discard(leftovers);
+    Ok(Reply::new(StatusCode::CREATED)
+        .etag(&doc.etag)
+        .last_modified(doc.last_modified)
+        .encrypted()
+        .finish())
 }
 
 pub async fn get_block_list(
@@ -622,30 +564,23 @@ async fn update(
     change: impl Fn(&mut BlobDoc),
 ) -> Result<Response, BlobError> {
     ctx.require(Permission::BlobWrite, &path.container)?;
-    let conditions = Conditions::from_headers(ctx.headers);
-    for _ in 0..RETRIES {
-        let current = docs::existing_blob(ctx, path).await?;
-        conditions.check_write(Some(current.condition_version()))?;
-        let mut doc = current.doc.clone();
-        change(&mut doc);
-        doc.etag = new_etag();
-        doc.last_modified = ctx.now();
-        let mut batch = Batch::new();
-        expect_as_read(&mut batch, BLOBS, &current.key, Some(&current));
-        put(&mut batch, BLOBS, &current.key, Some(current.version), &doc)?;
-        match ctx.commit(batch).await {
-            Ok(()) => {
-                return Ok(Reply::new(StatusCode::OK)
-                    .etag(&doc.etag)
-                    .last_modified(doc.last_modified)
-                    .encrypted()
-                    .finish())
-            }
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(contended())
+    let (conditions, change) = (&Conditions::from_headers(ctx.headers), &change);
+    let doc = ctx
+        .transact(|_| async move {
+            let current = docs::existing_blob(ctx, path).await?;
+            conditions.check_write(Some(current.condition_version()))?;
+            let mut doc = current.doc.clone();
+            change(&mut doc);
+            doc.etag = new_etag();
+            doc.last_modified = ctx.now();
+            Ok(Step::Commit(plan::rewrite_blob(&current, &doc)?, doc))
+        })
+        .await?;
+    Ok(Reply::new(StatusCode::OK)
+        .etag(&doc.etag)
+        .last_modified(doc.last_modified)
+        .encrypted()
+        .finish())
 }
 
 pub async fn set_metadata(ctx: &Ctx<'_>, path: &BlobPath) -> Result<Response, BlobError> {
@@ -661,28 +596,21 @@ pub async fn set_properties(ctx: &Ctx<'_>, path: &BlobPath) -> Result<Response, 
 
 pub async fn delete_blob(ctx: &Ctx<'_>, path: &BlobPath) -> Result<Response, BlobError> {
     ctx.require(Permission::BlobDelete, &path.container)?;
-    let conditions = Conditions::from_headers(ctx.headers);
-    for _ in 0..RETRIES {
-        let current = docs::existing_blob(ctx, path).await?;
-        conditions.check_write(Some(current.condition_version()))?;
-        let blocks = docs::blocks(ctx, path).await?;
-        let mut batch = Batch::new();
-        expect_as_read(&mut batch, BLOBS, &current.key, Some(&current));
-        batch.push(Change::DeleteDocument {
-            collection: BLOBS.into(),
-            key: current.key.clone(),
-        });
-        delete_blocks(&mut batch, &blocks);
-        match ctx.commit(batch).await {
-            Ok(()) => {
-                ctx.files().discard(leftovers(Some(&current), &blocks));
-                return Ok(Reply::new(StatusCode::ACCEPTED)
-                    .static_header("x-ms-delete-type-permanent", "true")
-                    .finish());
-            }
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(contended())
+    let conditions = &Conditions::from_headers(ctx.headers);
+    let leftovers = ctx
+        .transact(|_| async move {
+            let current = docs::existing_blob(ctx, path).await?;
+            conditions.check_write(Some(current.condition_version()))?;
+            let blocks = docs::blocks(ctx, path).await?;
+            let batch = plan::delete_blob(&current, &blocks);
+            Ok(Step::Commit(
+                batch,
+                plan::leftovers(Some(&current), &blocks),
+            ))
+        })
+        .await?;
+    ctx.files().discard(leftovers);
+    Ok(Reply::new(StatusCode::ACCEPTED)
+        .static_header("x-ms-delete-type-permanent", "true")
+        .finish())
 }

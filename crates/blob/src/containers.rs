@@ -3,24 +3,23 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use lanyard_storage::{Batch, Change, DocumentQuery};
+use lanyard_platform::Step;
+use lanyard_storage::DocumentQuery;
 use uuid::Uuid;
 
 use crate::access::Permission;
 use crate::account::blob_endpoint;
-use crate::docs::{self, expect_as_read, put, Stored};
+use crate::docs::{self, Stored};
 use crate::error::BlobError;
 use crate::headers::{self, http_date, Conditions};
 use crate::listing::{decode_marker, encode_marker, write_metadata, Cursor};
 use crate::model::{new_etag, ContainerDoc};
-use crate::names::{account_prefix, container_key, container_prefix, BLOBS, BLOCKS, CONTAINERS};
+use crate::names::{account_prefix, container_key, CONTAINERS};
+use crate::plan;
 use crate::plane::{is_conflict, Ctx};
 use crate::reply::{container_properties, Reply};
 use crate::request::ListParams;
 use crate::xml::Writer;
-
-/// How often a write is planned again after losing a race.
-pub(crate) const RETRIES: usize = 8;
 
 pub async fn create(ctx: &Ctx<'_>, name: &str) -> Result<Response, BlobError> {
     ctx.require(Permission::ContainerWrite, name)?;
@@ -39,10 +38,7 @@ pub async fn create(ctx: &Ctx<'_>, name: &str) -> Result<Response, BlobError> {
         metadata,
     };
     let key = container_key(ctx.account_name(), name);
-    let mut batch = Batch::new();
-    expect_as_read::<ContainerDoc>(&mut batch, CONTAINERS, &key, None);
-    put(&mut batch, CONTAINERS, &key, None, &doc)?;
-    match ctx.commit(batch).await {
+    match ctx.commit(plan::create_container(&key, &doc)?).await {
         Err(e) if is_conflict(&e) => return Err(BlobError::ContainerAlreadyExists),
         other => other?,
     }
@@ -62,76 +58,41 @@ pub async fn properties(ctx: &Ctx<'_>, name: &str) -> Result<Response, BlobError
 pub async fn set_metadata(ctx: &Ctx<'_>, name: &str) -> Result<Response, BlobError> {
     ctx.require(Permission::ContainerWrite, name)?;
     let metadata = headers::metadata(ctx.headers)?;
-    let conditions = Conditions::from_headers(ctx.headers);
-    for _ in 0..RETRIES {
-        let current = docs::existing_container(ctx, name).await?;
-        conditions.check_write(Some(current.condition_version()))?;
-        let doc = ContainerDoc {
-            etag: new_etag(),
-            last_modified: ctx.now(),
-            metadata: metadata.clone(),
-            ..current.doc.clone()
-        };
-        let mut batch = Batch::new();
-        expect_as_read(&mut batch, CONTAINERS, &current.key, Some(&current));
-        put(
-            &mut batch,
-            CONTAINERS,
-            &current.key,
-            Some(current.version),
-            &doc,
-        )?;
-        match ctx.commit(batch).await {
-            Ok(()) => {
-                return Ok(Reply::new(StatusCode::OK)
-                    .etag(&doc.etag)
-                    .last_modified(doc.last_modified)
-                    .finish())
-            }
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(contended())
+    let (metadata, conditions) = (&metadata, &Conditions::from_headers(ctx.headers));
+    let doc = ctx
+        .transact(|_| async move {
+            let current = docs::existing_container(ctx, name).await?;
+            conditions.check_write(Some(current.condition_version()))?;
+            let doc = ContainerDoc {
+                etag: new_etag(),
+                last_modified: ctx.now(),
+                metadata: metadata.clone(),
+                ..current.doc.clone()
+            };
+            Ok(Step::Commit(plan::rewrite_container(&current, &doc)?, doc))
+        })
+        .await?;
+    Ok(Reply::new(StatusCode::OK)
+        .etag(&doc.etag)
+        .last_modified(doc.last_modified)
+        .finish())
 }
 
 /// Deletes the container's documents (its blobs and blocks with it) in one batch, then its
 /// directory.
 pub async fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Response, BlobError> {
     ctx.require(Permission::ContainerDelete, name)?;
-    let conditions = Conditions::from_headers(ctx.headers);
-    for _ in 0..RETRIES {
-        let current = docs::existing_container(ctx, name).await?;
-        conditions.check_write(Some(current.condition_version()))?;
-        let mut batch = Batch::new();
-        expect_as_read(&mut batch, CONTAINERS, &current.key, Some(&current));
-        batch.push(Change::DeleteDocument {
-            collection: CONTAINERS.into(),
-            key: current.key.clone(),
-        });
-        for collection in [BLOBS, BLOCKS] {
-            batch.push(Change::DeleteDocumentsWithPrefix {
-                collection: collection.into(),
-                prefix: container_prefix(ctx.account_name(), name),
-            });
-        }
-        match ctx.commit(batch).await {
-            Ok(()) => {
-                ctx.files().discard_dir(&current.doc.dir);
-                return Ok(Reply::new(StatusCode::ACCEPTED).finish());
-            }
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(contended())
-}
-
-/// A write that kept losing races.
-pub(crate) fn contended() -> BlobError {
-    BlobError::Store(lanyard_storage::StoreError::Unavailable(
-        "too many concurrent writes to the same entity".into(),
-    ))
+    let conditions = &Conditions::from_headers(ctx.headers);
+    let dir = ctx
+        .transact(|_| async move {
+            let current = docs::existing_container(ctx, name).await?;
+            conditions.check_write(Some(current.condition_version()))?;
+            let batch = plan::delete_container(&current, ctx.account_name(), name);
+            Ok(Step::Commit(batch, current.doc.dir))
+        })
+        .await?;
+    ctx.files().discard_dir(&dir);
+    Ok(Reply::new(StatusCode::ACCEPTED).finish())
 }
 
 /// Get Account Information: what kind of account this is.

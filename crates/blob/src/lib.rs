@@ -19,6 +19,8 @@
 //!   ([`lanyard_platform::bounded`]), and its shared document reads
 //!   ([`lanyard_platform::coalesce`]).
 //! - [`docs`]: reading documents and the expectations that guard writing them.
+//! - [`plan`]: what each write commits, from what it read (pure); the operations run it
+//!   through the platform's write path ([`lanyard_platform::transact()`]).
 //! - [`reply`]: response building and the property headers.
 //! - [`containers`], [`listing`], [`blobs`]: the operations.
 //!
@@ -35,6 +37,7 @@ pub mod headers;
 pub mod listing;
 pub mod model;
 pub mod names;
+pub mod plan;
 pub mod plane;
 pub mod reply;
 pub mod request;

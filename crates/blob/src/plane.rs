@@ -15,6 +15,7 @@
 //! never changes after it is committed, so the blob's document, which is read from the store
 //! on every request, says which content is current.
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Body;
@@ -27,7 +28,7 @@ use axum::Router;
 use bytes::Bytes;
 use lanyard_domain::ResourceId;
 use lanyard_platform::authn::Caller;
-use lanyard_platform::{AccountName, AppState};
+use lanyard_platform::{AccountName, AppState, Attempt, Retry, Step};
 use lanyard_storage::{Batch, Store, StoreError};
 use lanyard_token::Validator;
 use time::OffsetDateTime;
@@ -272,9 +273,43 @@ impl Ctx<'_> {
             .map_err(BlobError::Store)
     }
 
+    /// Runs a write through the platform's write path: `attempt` reads and plans (see
+    /// [`crate::plan`]); a lost race runs it again, up to `RETRIES` commits, after which
+    /// the write fails as `contended()`.
+    pub async fn transact<T, A, Fut>(&self, attempt: A) -> Result<T, BlobError>
+    where
+        A: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<Step<T>, BlobError>>,
+    {
+        lanyard_platform::transact(&self.plane.state, RETRY, attempt).await
+    }
+
     pub fn account_name(&self) -> &str {
         &self.account.name
     }
+}
+
+/// How often a write is planned again after losing a race.
+pub(crate) const RETRIES: u32 = 8;
+
+const RETRY: Retry<BlobError> = Retry {
+    attempts: RETRIES,
+    backoff: false,
+    fail: store_failure,
+};
+
+fn store_failure(e: StoreError) -> BlobError {
+    match e {
+        StoreError::Conflict(_) => contended(),
+        e => BlobError::Store(e),
+    }
+}
+
+/// A write that kept losing races.
+pub(crate) fn contended() -> BlobError {
+    BlobError::Store(StoreError::Unavailable(
+        "too many concurrent writes to the same entity".into(),
+    ))
 }
 
 /// Whether `e` is a failed expectation (someone else wrote first).

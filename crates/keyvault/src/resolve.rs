@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_domain::ResourceId;
-use lanyard_platform::AppState;
+use lanyard_platform::{transact_checked, AppState, Retry, Step};
 use lanyard_storage::{
     Batch, Change, DocumentRecord, Expect, ResourceQuery, ResourceRecord, StoreError,
 };
@@ -48,7 +48,13 @@ pub const RECORD_CAPACITY: usize = 4096;
 /// Unwrapped data keys kept at most.
 pub const KEY_CAPACITY: usize = 1024;
 const LIST_PAGE: u32 = 1000;
-const RETRIES: usize = 4;
+/// How creating a vault's data key retries: up to 4 commits (the last lost race is
+/// reworded with the vault's id).
+const RETRY: Retry<KvError> = Retry {
+    attempts: 4,
+    backoff: false,
+    fail: KvError::Store,
+};
 
 /// What the data plane needs of a vault's resource.
 pub struct VaultInfo {
@@ -341,7 +347,13 @@ async fn data_key(state: &AppState, record: &ResourceRecord) -> Result<(Layout, 
     let kek = state.tokens.kek();
     let id = &record.id;
     let created = record.created_at.unix_timestamp_nanos();
-    for _ in 0..RETRIES {
+    let vault_remains = || async move {
+        match state.store.resource(id).await? {
+            Some(_) => Ok(()),
+            None => Err(KvError::VaultNotFound(id.name().to_string())),
+        }
+    };
+    let (layout, key, made) = transact_checked(state, RETRY, vault_remains, |_| async move {
         let stored = state.store.document(VAULTS, id.key()).await?;
         let previous = match stored {
             Some(DocumentRecord { version, body, .. }) => {
@@ -353,7 +365,7 @@ async fn data_key(state: &AppState, record: &ResourceRecord) -> Result<(Layout, 
                         .map_err(|_| corrupt(id, "has a malformed wrapped key"))?;
                     let key = DataKey::unwrap(kek, &wrapped, &data_key_aad(id, &doc.instance))
                         .map_err(|_| corrupt(id, "has a data key the key-encryption key cannot unwrap (was LANYARD_KEK changed?)"))?;
-                    return Ok((Layout::new(id, &doc.instance), key));
+                    return Ok(Step::Done((Layout::new(id, &doc.instance), key, false)));
                 }
                 Some((version, doc))
             }
@@ -398,21 +410,18 @@ async fn data_key(state: &AppState, record: &ResourceRecord) -> Result<(Layout, 
             version: next_version,
             body,
         }));
-        match state.commit(batch).await {
-            Ok(()) => {
-                tracing::info!(vault = %id, "vault data key created");
-                return Ok((Layout::new(id, &instance), key));
-            }
-            // Another request made it first, or the vault just went: read again.
-            Err(StoreError::Conflict(_)) => {
-                if state.store.resource(id).await?.is_none() {
-                    return Err(KvError::VaultNotFound(id.name().to_string()));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // Another request may make it first, or the vault may go: then read again.
+        Ok(Step::Commit(batch, (Layout::new(id, &instance), key, true)))
+    })
+    .await
+    .map_err(|e| match e {
+        KvError::Store(StoreError::Conflict(_)) => KvError::Store(StoreError::Conflict(format!(
+            "the data key of vault `{id}` kept changing; retry"
+        ))),
+        e => e,
+    })?;
+    if made {
+        tracing::info!(vault = %id, "vault data key created");
     }
-    Err(KvError::Store(StoreError::Conflict(format!(
-        "the data key of vault `{id}` kept changing; retry"
-    ))))
+    Ok((layout, key))
 }

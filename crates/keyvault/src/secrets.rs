@@ -2,7 +2,8 @@
 //!
 //! Every write is one batch that states what it read ([`Expect`]s on the documents and on
 //! the vault's resource), so concurrent writers never lose an update: a batch whose
-//! expectations fail is planned again from a fresh read.
+//! expectations fail is planned again from a fresh read (the platform's write path,
+//! [`lanyard_platform::transact()`]).
 //!
 //! Retention: a deleted secret whose `scheduledPurgeDate` has passed (by the injected clock)
 //! is purged when it is next read (get, list, set, recover, restore), and never returned.
@@ -11,7 +12,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use lanyard_platform::AppState;
+use std::future::Future;
+
+use lanyard_platform::{transact_checked, AppState, Attempt, Retry, Step};
 use lanyard_storage::{Batch, Change, DocumentQuery, DocumentRecord, Expect, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,7 +27,12 @@ use crate::stored::{DeletedDoc, LiveDoc, SecretMeta, VersionDoc, SECRETS};
 use crate::wire::{SecretValue, SetSecret, UpdateSecret};
 use lanyard_platform::coalesce::Reads;
 
-const RETRIES: usize = 8;
+/// How a secret write retries: up to 8 commits, then the last lost race is an error.
+const RETRY: Retry<KvError> = Retry {
+    attempts: 8,
+    backoff: false,
+    fail: store_failure,
+};
 const READ_PAGE: u32 = 500;
 
 /// A read document: its version and body.
@@ -90,10 +98,13 @@ fn decode<T: DeserializeOwned>(doc: DocumentRecord) -> Result<(i64, T), KvError>
         })
 }
 
-fn gave_up() -> KvError {
-    KvError::Store(StoreError::Conflict(
-        "the secret kept changing while this request was applied; retry".into(),
-    ))
+fn store_failure(e: StoreError) -> KvError {
+    match e {
+        StoreError::Conflict(_) => KvError::Store(StoreError::Conflict(
+            "the secret kept changing while this request was applied; retry".into(),
+        )),
+        e => e.into(),
+    }
 }
 
 impl Secrets<'_> {
@@ -105,14 +116,32 @@ impl Secrets<'_> {
         Batch::new().expect(Expect::ResourceExists(self.vault.id().clone()))
     }
 
-    /// Commits; `false` when an expectation failed and the caller should read again.
+    /// Runs a write through the platform's write path: `attempt` reads and plans, its batch
+    /// is committed, and after a lost race a vault that went away ends the write with 404;
+    /// otherwise the attempt runs again.
+    async fn transact<T, A, Fut>(&self, attempt: A) -> Result<T, KvError>
+    where
+        A: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<Step<T>, KvError>>,
+    {
+        transact_checked(self.state, RETRY, || self.vault_remains(), attempt).await
+    }
+
+    /// 404 `VaultNotFound` when the vault is gone.
+    async fn vault_remains(&self) -> Result<(), KvError> {
+        if self.state.store.resource(self.vault.id()).await?.is_none() {
+            return Err(KvError::VaultNotFound(self.vault.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Commits a write that is not retried; `false` when an expectation failed (after
+    /// [`Self::vault_remains`]).
     async fn commit(&self, batch: Batch) -> Result<bool, KvError> {
         match self.state.commit(batch).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict(_)) => {
-                if self.state.store.resource(self.vault.id()).await?.is_none() {
-                    return Err(KvError::VaultNotFound(self.vault.name.clone()));
-                }
+                self.vault_remains().await?;
                 Ok(false)
             }
             Err(e) => Err(e.into()),
@@ -249,9 +278,9 @@ impl Secrets<'_> {
     /// `PUT /secrets/{name}`: a new version, which becomes the latest.
     pub async fn set(&self, name: &SecretName, request: &SetSecret) -> Result<SecretMeta, KvError> {
         let layout = &self.vault.key.layout;
-        let live_key = layout.live(name);
-        for _ in 0..RETRIES {
-            let live = self.read::<SecretMeta>(&live_key).await?;
+        let live_key = &layout.live(name);
+        self.transact(|_| async move {
+            let live = self.read::<SecretMeta>(live_key).await?;
             if self.deleted(name).await?.is_some() {
                 return Err(KvError::DeletedButRecoverable(name.clone()));
             }
@@ -272,15 +301,13 @@ impl Secrets<'_> {
             };
             let batch = self
                 .batch()
-                .expect(expect_as_read(&live_key, &live))
+                .expect(expect_as_read(live_key, &live))
                 .expect(expect_as_read::<()>(&layout.deleted(name), &None))
                 .with(put(&layout.version(name, &version), 1, &doc)?)
-                .with(put(&live_key, next_version(&live), &LiveDoc::of(&doc))?);
-            if self.commit(batch).await? {
-                return Ok(meta);
-            }
-        }
-        Err(gave_up())
+                .with(put(live_key, next_version(&live), &LiveDoc::of(&doc))?);
+            Ok(Step::Commit(batch, meta))
+        })
+        .await
     }
 
     /// `GET /secrets/{name}[/{version}]`: the version's metadata and value. The latest
@@ -339,9 +366,9 @@ impl Secrets<'_> {
         request: &UpdateSecret,
     ) -> Result<SecretMeta, KvError> {
         let layout = &self.vault.key.layout;
-        let live_key = layout.live(name);
-        for _ in 0..RETRIES {
-            let live = self.read::<SecretMeta>(&live_key).await?;
+        let live_key = &layout.live(name);
+        self.transact(|_| async move {
+            let live = self.read::<SecretMeta>(live_key).await?;
             let Some((_, latest)) = &live else {
                 return Err(KvError::not_found(name, version));
             };
@@ -367,17 +394,15 @@ impl Secrets<'_> {
                 .apply(&mut doc.meta.attributes, self.now());
             let mut batch = self
                 .batch()
-                .expect(expect_as_read(&live_key, &live))
+                .expect(expect_as_read(live_key, &live))
                 .expect(expect_as_read(&version_key, &read))
                 .with(put(&version_key, next_version(&read), &doc)?);
             if latest.version == doc.meta.version {
-                batch.push(put(&live_key, next_version(&live), &LiveDoc::of(&doc))?);
+                batch.push(put(live_key, next_version(&live), &LiveDoc::of(&doc))?);
             }
-            if self.commit(batch).await? {
-                return Ok(doc.meta);
-            }
-        }
-        Err(gave_up())
+            Ok(Step::Commit(batch, doc.meta))
+        })
+        .await
     }
 
     /// `GET /secrets`: live secrets by name, after the lower-cased name `after`.
@@ -428,10 +453,10 @@ impl Secrets<'_> {
     /// `DELETE /secrets/{name}`: the secret becomes a deleted, recoverable one.
     pub async fn delete(&self, name: &SecretName) -> Result<DeletedDoc, KvError> {
         let layout = &self.vault.key.layout;
-        let live_key = layout.live(name);
-        let deleted_key = layout.deleted(name);
-        for _ in 0..RETRIES {
-            let live = self.read::<SecretMeta>(&live_key).await?;
+        let live_key = &layout.live(name);
+        let deleted_key = &layout.deleted(name);
+        self.transact(|_| async move {
+            let live = self.read::<SecretMeta>(live_key).await?;
             let Some((_, meta)) = &live else {
                 return Err(KvError::not_found(name, None));
             };
@@ -443,15 +468,13 @@ impl Secrets<'_> {
             };
             let batch = self
                 .batch()
-                .expect(expect_as_read(&live_key, &live))
-                .expect(expect_as_read::<()>(&deleted_key, &None))
-                .with(delete(&live_key))
-                .with(put(&deleted_key, 1, &deleted)?);
-            if self.commit(batch).await? {
-                return Ok(deleted);
-            }
-        }
-        Err(gave_up())
+                .expect(expect_as_read(live_key, &live))
+                .expect(expect_as_read::<()>(deleted_key, &None))
+                .with(delete(live_key))
+                .with(put(deleted_key, 1, &deleted)?);
+            Ok(Step::Commit(batch, deleted))
+        })
+        .await
     }
 
     /// `GET /deletedsecrets/{name}`.
@@ -498,31 +521,29 @@ impl Secrets<'_> {
     /// `POST /deletedsecrets/{name}/recover`: the secret is live again with all its versions.
     pub async fn recover(&self, name: &SecretName) -> Result<SecretMeta, KvError> {
         let layout = &self.vault.key.layout;
-        let live_key = layout.live(name);
-        let deleted_key = layout.deleted(name);
-        for _ in 0..RETRIES {
+        let live_key = &layout.live(name);
+        let deleted_key = &layout.deleted(name);
+        self.transact(|_| async move {
             let deleted = self.deleted(name).await?;
             let Some((_, doc)) = &deleted else {
                 return Err(KvError::DeletedSecretNotFound(name.clone()));
             };
             let batch = self
                 .batch()
-                .expect(expect_as_read(&deleted_key, &deleted))
-                .expect(expect_as_read::<()>(&live_key, &None))
-                .with(delete(&deleted_key))
-                .with(put(&live_key, 1, &doc.meta)?);
-            if self.commit(batch).await? {
-                return Ok(doc.meta.clone());
-            }
-        }
-        Err(gave_up())
+                .expect(expect_as_read(deleted_key, &deleted))
+                .expect(expect_as_read::<()>(live_key, &None))
+                .with(delete(deleted_key))
+                .with(put(live_key, 1, &doc.meta)?);
+            Ok(Step::Commit(batch, doc.meta.clone()))
+        })
+        .await
     }
 
     /// `DELETE /deletedsecrets/{name}`: gone for good, unless the vault protects it.
     pub async fn purge(&self, name: &SecretName) -> Result<(), KvError> {
         let layout = &self.vault.key.layout;
-        let deleted_key = layout.deleted(name);
-        for _ in 0..RETRIES {
+        let deleted_key = &layout.deleted(name);
+        self.transact(|_| async move {
             let deleted = self.deleted(name).await?;
             if deleted.is_none() {
                 return Err(KvError::DeletedSecretNotFound(name.clone()));
@@ -532,17 +553,15 @@ impl Secrets<'_> {
             }
             let batch = self
                 .batch()
-                .expect(expect_as_read(&deleted_key, &deleted))
-                .with(delete(&deleted_key))
+                .expect(expect_as_read(deleted_key, &deleted))
+                .with(delete(deleted_key))
                 .with(Change::DeleteDocumentsWithPrefix {
                     collection: SECRETS.into(),
                     prefix: layout.versions_prefix(name),
                 });
-            if self.commit(batch).await? {
-                return Ok(());
-            }
-        }
-        Err(gave_up())
+            Ok(Step::Commit(batch, ()))
+        })
+        .await
     }
 
     /// `POST /secrets/{name}/backup`: every version, sealed for this subscription.
@@ -570,8 +589,8 @@ impl Secrets<'_> {
         let contents = backup::open(self.state.tokens.kek(), &self.vault.subscription, blob)?;
         let name = SecretName::parse(&contents.latest.name).ok_or(KvError::BadBackup)?;
         let layout = &self.vault.key.layout;
-        let live_key = layout.live(&name);
-        let deleted_key = layout.deleted(&name);
+        let live_key = &layout.live(&name);
+        let deleted_key = &layout.deleted(&name);
         let mut docs = Vec::with_capacity(contents.versions.len());
         for v in &contents.versions {
             let version = SecretVersion::parse(&v.meta.version).ok_or(KvError::BadBackup)?;
@@ -580,31 +599,30 @@ impl Secrets<'_> {
             let sealed = self.seal(&name, &version, &v.value())?;
             docs.push((layout.version(&name, &version), VersionDoc { meta, sealed }));
         }
-        for _ in 0..RETRIES {
-            let live = self.read::<SecretMeta>(&live_key).await?;
+        let (name, docs, latest) = (&name, &docs, &contents.latest);
+        self.transact(|_| async move {
+            let live = self.read::<SecretMeta>(live_key).await?;
             if live.is_some() {
                 return Err(KvError::AlreadyExists(name.clone()));
             }
-            if self.deleted(&name).await?.is_some() {
+            if self.deleted(name).await?.is_some() {
                 return Err(KvError::DeletedButRecoverable(name.clone()));
             }
             let mut batch = self
                 .batch()
-                .expect(expect_as_read::<()>(&live_key, &None))
-                .expect(expect_as_read::<()>(&deleted_key, &None))
+                .expect(expect_as_read::<()>(live_key, &None))
+                .expect(expect_as_read::<()>(deleted_key, &None))
                 // Nothing should be left under a name that is neither live nor deleted.
                 .with(Change::DeleteDocumentsWithPrefix {
                     collection: SECRETS.into(),
-                    prefix: layout.versions_prefix(&name),
+                    prefix: layout.versions_prefix(name),
                 });
-            for (key, doc) in &docs {
+            for (key, doc) in docs {
                 batch.push(put(key, 1, doc)?);
             }
-            batch.push(put(&live_key, 1, &contents.latest)?);
-            if self.commit(batch).await? {
-                return Ok(contents.latest.clone());
-            }
-        }
-        Err(gave_up())
+            batch.push(put(live_key, 1, latest)?);
+            Ok(Step::Commit(batch, latest.clone()))
+        })
+        .await
     }
 }

@@ -16,6 +16,8 @@
 //!   carries its connection's [`serve::Peer`].
 //! - [`tokens`]: the signing key ring (persisted, rotated), issuance, validation, revocation,
 //!   and the mint guard that makes issuance and revocation linearisable on each server.
+//! - [`mod@transact`]: the one write path every plane's handlers take: load, plan, commit through
+//!   [`AppState::commit`], and on a lost race load and plan again.
 //!
 //! The planes (token service, control plane, identity endpoints, Key Vault, blob) are crates
 //! of their own that build a router over [`AppState`]; `lanyard-server` composes them.
@@ -29,9 +31,11 @@ pub mod error;
 pub mod serve;
 pub mod state;
 pub mod tokens;
+pub mod transact;
 
 pub use error::{ApiError, Dialect};
 pub use state::{
     follow_feed, AccountName, AppState, Directory, Endpoints, FollowError, Generation, Shared,
     VaultName,
 };
+pub use transact::{transact, transact_checked, Attempt, Retry, Step};

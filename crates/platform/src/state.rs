@@ -388,7 +388,7 @@ pub struct VaultName(pub String);
 pub struct AccountName(pub String);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
@@ -402,7 +402,7 @@ mod tests {
 
     /// A state over its own connection to the SQLite file at `path` (as a second server
     /// would have), with the key-encryption key `kek`.
-    async fn state_on(path: &std::path::Path, kek: [u8; 32]) -> AppState {
+    pub(crate) async fn state_on(path: &std::path::Path, kek: [u8; 32]) -> AppState {
         state_with(path, kek, Arc::new(lanyard_domain::SystemClock)).await
     }
 

@@ -3,11 +3,11 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lanyard_domain::{builtin, ResourceId, RoleAssignment, ScopeLevel};
-use lanyard_platform::ApiError;
+use lanyard_platform::{ApiError, Step};
 use lanyard_storage::AssignmentQuery;
 use uuid::Uuid;
 
-use super::json;
+use super::{committing, json};
 use crate::errors::ArmError;
 use crate::filter::{self, Clause};
 use crate::plan::assignments::{read_request, AssignmentView};
@@ -154,10 +154,9 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     arm.authorize(call, WRITE, &assignment_id(scope, name))
         .await?;
-    let raw = call.json()?;
-    let request = read_request(name, &raw)?;
-    let mut attempt = 0;
-    loop {
+    let raw = &call.json()?;
+    let request = &read_request(name, raw)?;
+    arm.transact(|_| async move {
         let store = &arm.state().store;
         let existing = store.assignment(request.id).await.map_err(ArmError::from)?;
         let role = match builtin::built_in_by_id(request.role) {
@@ -206,12 +205,11 @@ pub async fn put(
             anchor: anchor.as_ref(),
         };
         let plan = arm.with_context(call, |ctx| {
-            plan::assignments::create(ctx, scope, &request, &raw, view)
+            plan::assignments::create(ctx, scope, request, raw, view)
         })?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// `DELETE`: 200 with the assignment, or 204 when there is none at this scope.
@@ -224,8 +222,7 @@ pub async fn delete(
     arm.authorize(call, DELETE, &assignment_id(scope, name))
         .await?;
     let id = parse_id(name)?;
-    let mut attempt = 0;
-    loop {
+    arm.transact(|_| async move {
         let Some(assignment) = arm
             .state()
             .store
@@ -234,11 +231,10 @@ pub async fn delete(
             .map_err(ArmError::from)?
             .filter(|a| a.scope == *scope)
         else {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+            return Ok(Step::Done(StatusCode::NO_CONTENT.into_response()));
         };
         let plan = arm.with_context(call, |ctx| plan::assignments::delete(ctx, &assignment));
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }

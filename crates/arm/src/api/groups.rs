@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lanyard_domain::{ResourceId, RoleAssignment};
-use lanyard_platform::ApiError;
+use lanyard_platform::{ApiError, Step};
 use lanyard_storage::{AssignmentQuery, ResourceQuery};
 
 use super::resources::page_of_resources;
-use super::MAX_MARKS;
+use super::{committing, MAX_MARKS};
 use crate::errors::ArmError;
 use crate::kinds::{RESOURCE_GROUP_TYPE, UAI_TYPE};
 use crate::plan::groups::GroupContents;
@@ -50,9 +50,8 @@ pub async fn get(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response, Ap
 
 pub async fn put(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response, ApiError> {
     arm.authorize(call, WRITE, id).await?;
-    let request = call.json()?;
-    let mut attempt = 0;
-    loop {
+    let request = &call.json()?;
+    arm.transact(|_| async move {
         let existing = arm
             .state()
             .store
@@ -60,90 +59,85 @@ pub async fn put(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response, Ap
             .await
             .map_err(ArmError::from)?;
         let plan = arm.with_context(call, |ctx| {
-            plan::groups::put(ctx, id, &request, existing.as_ref())
+            plan::groups::put(ctx, id, request, existing.as_ref())
         })?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }
 
 pub async fn patch(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response, ApiError> {
     arm.authorize(call, WRITE, id).await?;
-    let request = call.json()?;
-    let mut attempt = 0;
-    loop {
+    let request = &call.json()?;
+    arm.transact(|_| async move {
         let existing = arm.group(id).await?;
-        let plan = arm.with_context(call, |ctx| plan::groups::patch(ctx, &existing, &request))?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        let plan = arm.with_context(call, |ctx| plan::groups::patch(ctx, &existing, request))?;
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// `DELETE`: the group is marked `Deleting`, then everything in it goes in one transaction;
 /// 200 when done.
 pub async fn delete(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Response, ApiError> {
     arm.authorize(call, DELETE, id).await?;
-    let mut attempt = 0;
-    let mut marks = 0;
-    loop {
-        let group = arm.group(id).await?;
-        let resources = arm.resources_within(&group.id).await?;
-        if let Some(mark) =
-            arm.with_context(call, |ctx| plan::groups::mark(ctx, &group, &resources))
-        {
-            marks += 1;
-            if marks > MAX_MARKS {
-                return Err(ArmError::Conflict.into());
+    let (response, resources) = arm
+        .transact(|attempt| async move {
+            let group = arm.group(id).await?;
+            let resources = arm.resources_within(&group.id).await?;
+            if let Some(mark) =
+                arm.with_context(call, |ctx| plan::groups::mark(ctx, &group, &resources))
+            {
+                if attempt.prepared >= MAX_MARKS {
+                    return Err(ArmError::Conflict.into());
+                }
+                return Ok(Step::Then(mark));
             }
-            arm.commit_batch(mark, &mut attempt).await?;
-            continue;
-        }
-        let assignments = assignments_going(arm, &group.id, &resources).await?;
-        let gone: BTreeSet<String> = resources
-            .iter()
-            .filter(|r| r.id.is_type(UAI_TYPE))
-            .map(|r| r.id.key().to_string())
-            .collect();
-        let referencing = if gone.is_empty() {
-            Vec::new()
-        } else {
-            let subscription =
-                ResourceId::subscription(group.id.subscription_id().unwrap_or_default());
-            arm.resources_within(&subscription)
-                .await?
-                .into_iter()
-                .filter(|r| !r.id.is_within(&group.id) && references_any(r, &gone))
-                .collect()
-        };
-        let (kept_expect, kept) = super::vaults::soft_delete(arm, &resources).await?;
-        let mut plan = arm.with_context(call, |ctx| {
-            plan::groups::delete(
-                ctx,
-                GroupContents {
-                    group: &group,
-                    resources: &resources,
-                    cascade: Cascade {
-                        assignments: &assignments,
-                        referencing: &referencing,
+            let assignments = assignments_going(arm, &group.id, &resources).await?;
+            let gone: BTreeSet<String> = resources
+                .iter()
+                .filter(|r| r.id.is_type(UAI_TYPE))
+                .map(|r| r.id.key().to_string())
+                .collect();
+            let referencing = if gone.is_empty() {
+                Vec::new()
+            } else {
+                let subscription =
+                    ResourceId::subscription(group.id.subscription_id().unwrap_or_default());
+                arm.resources_within(&subscription)
+                    .await?
+                    .into_iter()
+                    .filter(|r| !r.id.is_within(&group.id) && references_any(r, &gone))
+                    .collect()
+            };
+            let (kept_expect, kept) = super::vaults::soft_delete(arm, &resources).await?;
+            let mut plan = arm.with_context(call, |ctx| {
+                plan::groups::delete(
+                    ctx,
+                    GroupContents {
+                        group: &group,
+                        resources: &resources,
+                        cascade: Cascade {
+                            assignments: &assignments,
+                            referencing: &referencing,
+                        },
                     },
-                },
-            )
-        });
-        plan.batch
-            .changes
-            .extend(lanyard_blob::account::removal(&resources));
-        // Vaults are soft-deleted: their documents stay, a deleted-vault record is kept.
-        plan.batch.expect.extend(kept_expect);
-        plan.batch.changes.extend(kept);
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            if lanyard_blob::account::removes_accounts(&resources) {
-                lanyard_blob::account::sweep_accounts(arm.state());
-            }
-            return Ok(r);
-        }
+                )
+            });
+            plan.batch
+                .changes
+                .extend(lanyard_blob::account::removal(&resources));
+            // Vaults are soft-deleted: their documents stay, a deleted-vault record is kept.
+            plan.batch.expect.extend(kept_expect);
+            plan.batch.changes.extend(kept);
+            let response = super::json(plan.status, plan.body.as_ref());
+            Ok(Step::Commit(plan.batch, (response, resources)))
+        })
+        .await?;
+    if lanyard_blob::account::removes_accounts(&resources) {
+        lanyard_blob::account::sweep_accounts(arm.state());
     }
+    Ok(response)
 }
 
 /// The role assignments removing `scope` and the principals of `removed` takes with it, for

@@ -6,6 +6,7 @@ use lanyard_domain::{ChangeMode, ResourceId};
 use lanyard_platform::ApiError;
 use lanyard_storage::{Batch, ResourceQuery};
 
+use super::committing;
 use crate::errors::ArmError;
 use crate::kinds::{self, Kind, FIC_TYPE, UAI_TYPE};
 use crate::plan::Plan;
@@ -21,14 +22,13 @@ pub async fn write(
     id: &ResourceId,
 ) -> Result<Response, ApiError> {
     arm.authorize(call, &kind.action("write"), id).await?;
-    let request = call.json()?;
+    let request = &call.json()?;
     let mode = if call.method == Method::PATCH {
         ChangeMode::Patch
     } else {
         ChangeMode::Put
     };
-    let mut attempt = 0;
-    loop {
+    arm.transact(|_| async move {
         let group = arm.group(id).await?;
         let existing = arm
             .state()
@@ -37,12 +37,11 @@ pub async fn write(
             .await
             .map_err(ArmError::from)?;
         let plan = arm.with_context(call, |ctx| {
-            plan::identities::write(ctx, kind, id, &request, &group, existing.as_ref(), mode)
+            plan::identities::write(ctx, kind, id, request, &group, existing.as_ref(), mode)
         })?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// `PUT` of a federated identity credential.
@@ -53,14 +52,13 @@ pub async fn put_credential(
     id: &ResourceId,
 ) -> Result<Response, ApiError> {
     arm.authorize(call, &kind.action("write"), id).await?;
-    let request = call.json()?;
-    let parent_id = id.parent().unwrap_or_else(|| id.clone());
-    let mut attempt = 0;
-    loop {
+    let request = &call.json()?;
+    let parent_id = &id.parent().unwrap_or_else(|| id.clone());
+    arm.transact(|_| async move {
         arm.group(id).await?;
         let store = &arm.state().store;
         let parent = store
-            .resource(&parent_id)
+            .resource(parent_id)
             .await
             .map_err(ArmError::from)?
             .ok_or_else(|| ArmError::ResourceNotFound {
@@ -82,16 +80,15 @@ pub async fn put_credential(
                 ctx,
                 kind,
                 id,
-                &request,
+                request,
                 &parent,
                 existing.as_ref(),
                 siblings,
             )
         })?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// What revoking an identity's tokens is called.
@@ -156,10 +153,7 @@ pub async fn action(
         body: None,
         linked: Vec::new(),
     };
-    let mut attempt = 0;
-    loop {
-        if let Some(r) = arm.commit(plan.clone(), &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+    let plan = &plan;
+    arm.transact(|_| async move { Ok(committing(plan.clone())) })
+        .await
 }

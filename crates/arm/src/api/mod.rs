@@ -1,5 +1,7 @@
-//! Thin handlers, one module per resource family. Each loads what its plan needs, plans,
-//! checks linked authorization, and commits; on a concurrent change it loads and plans again.
+//! Thin handlers, one module per resource family. Each runs its write through
+//! `Arm::transact` (the platform's one write path): an attempt loads what its plan needs,
+//! plans, checks linked authorization, and returns the batch with its answer; on a
+//! concurrent change the attempt runs again.
 //!
 //! - [`directory`]: `/metadata/endpoints`, `/tenants`, `/subscriptions[/{s}]`.
 //! - [`groups`]: resource groups.
@@ -19,13 +21,13 @@ pub mod resources;
 pub mod roles;
 pub mod vaults;
 
-use std::time::Duration;
+use std::future::Future;
 
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lanyard_authz::AccessRequest;
 use lanyard_domain::{ResourceId, Subscription};
-use lanyard_platform::ApiError;
+use lanyard_platform::{ApiError, Attempt, Retry, Step};
 use lanyard_storage::{ActivityRecord, Batch, Change, ResourceRecord, StoreError};
 use serde_json::Value;
 use uuid::Uuid;
@@ -41,6 +43,23 @@ use crate::Arm;
 
 /// Tries per write when concurrent changes keep invalidating what was read.
 const ATTEMPTS: u32 = 8;
+
+/// How a control-plane write retries; the last lost race is 409 `Conflict`.
+const RETRY: Retry<ApiError> = Retry {
+    attempts: ATTEMPTS,
+    backoff: true,
+    fail: store_failure,
+};
+
+fn store_failure(e: StoreError) -> ApiError {
+    ArmError::from(e).into()
+}
+
+/// The step that commits `plan` and answers with its status and body.
+pub(crate) fn committing(plan: Plan) -> Step<Response> {
+    let response = json(plan.status, plan.body.as_ref());
+    Step::Commit(plan.batch, response)
+}
 
 /// Times a deletion re-marks what it deletes before giving up (one is the norm).
 pub(crate) const MAX_MARKS: u32 = 3;
@@ -465,38 +484,15 @@ impl Arm {
         f(&ctx)
     }
 
-    /// Commits `plan`. `Ok(None)` asks the caller to load and plan again: something it read
-    /// changed meanwhile.
-    pub(crate) async fn commit(
-        &self,
-        plan: Plan,
-        attempt: &mut u32,
-    ) -> Result<Option<Response>, ApiError> {
-        let response = json(plan.status, plan.body.as_ref());
-        Ok(self
-            .commit_batch(plan.batch, attempt)
-            .await?
-            .then_some(response))
-    }
-
-    /// Commits `batch`; `Ok(false)` when an expectation failed and the caller should load
-    /// and plan again (up to [`ATTEMPTS`] times).
-    pub(crate) async fn commit_batch(
-        &self,
-        batch: Batch,
-        attempt: &mut u32,
-    ) -> Result<bool, ApiError> {
-        match self.state().commit(batch).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict(_)) if *attempt + 1 < ATTEMPTS => {
-                *attempt += 1;
-                // Jittered backoff so racing writers spread out.
-                let jitter = u64::from(Uuid::new_v4().as_bytes()[0] % 16);
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(*attempt) + jitter)).await;
-                Ok(false)
-            }
-            Err(e) => Err(ArmError::from(e).into()),
-        }
+    /// Runs a write: `attempt` loads what its plan needs and plans; its batch is committed,
+    /// and on a concurrent change loaded and planned again (up to [`ATTEMPTS`] commits, with
+    /// a jittered pause between them). The activity-log entry of a write is in its batch.
+    pub(crate) async fn transact<T, A, Fut>(&self, attempt: A) -> Result<T, ApiError>
+    where
+        A: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<Step<T>, ApiError>>,
+    {
+        lanyard_platform::transact(self.state(), RETRY, attempt).await
     }
 
     /// The resource group `id`, or 404 `ResourceGroupNotFound`.

@@ -7,13 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lanyard_domain::{ChangeMode, ResourceId, ScopeLevel};
-use lanyard_platform::ApiError;
+use lanyard_platform::{ApiError, Step};
 use lanyard_storage::{ResourceQuery, ResourceRecord};
 use serde_json::{json, Value};
 
 use super::groups::assignments_going;
-use super::json;
-use super::MAX_MARKS;
+use super::{committing, json, MAX_MARKS};
 use crate::errors::ArmError;
 use crate::kinds::{Family, Kind, UAI_TYPE};
 use crate::plan::removal::{references_any, Cascade};
@@ -222,20 +221,20 @@ pub async fn write(
 ) -> Result<Response, ApiError> {
     let action = kind.action("write");
     arm.authorize(call, &action, id).await?;
-    let request = call.json()?;
+    let request = &call.json()?;
     let mode = if call.method == Method::PATCH {
         ChangeMode::Patch
     } else {
         ChangeMode::Put
     };
-    let named = named_identities(&request);
-    let mut attempt = 0;
-    loop {
+    let named = &named_identities(request);
+    let action = &action;
+    arm.transact(|_| async move {
         let group = arm.group(id).await?;
         let store = &arm.state().store;
         let existing = store.resource(id).await.map_err(ArmError::from)?;
         let mut identities = BTreeMap::new();
-        for uai in &named {
+        for uai in named {
             if let Some(r) = store.resource(uai).await.map_err(ArmError::from)? {
                 if r.id.is_type(UAI_TYPE) {
                     identities.insert(r.id.key().to_string(), r);
@@ -249,7 +248,7 @@ pub async fn write(
         };
         let account = storage_account(arm, id).await?;
         let mut plan = arm.with_context(call, |ctx| {
-            plan::resources::write(ctx, kind, id, &request, view, mode)
+            plan::resources::write(ctx, kind, id, request, view, mode)
         })?;
         if let Some(registration) = account {
             let blob_host = arm.state().endpoints().blob(id.name());
@@ -261,11 +260,10 @@ pub async fn write(
                 &blob_host,
             );
         }
-        arm.authorize_linked(call, &action, id, &plan).await?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        arm.authorize_linked(call, action, id, &plan).await?;
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// For a storage account, the registration of its name (which must be free or its own).
@@ -298,64 +296,62 @@ pub async fn delete(
     id: &ResourceId,
 ) -> Result<Response, ApiError> {
     arm.authorize(call, &kind.action("delete"), id).await?;
-    let mut attempt = 0;
-    let mut marks = 0;
-    loop {
-        arm.group(id).await?;
-        let store = &arm.state().store;
-        let Some(record) = store.resource(id).await.map_err(ArmError::from)? else {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        };
-        if let Some(mark) = arm.with_context(call, |ctx| plan::removal::mark(ctx, &record)) {
-            marks += 1;
-            if marks > MAX_MARKS {
-                return Err(ArmError::Conflict.into());
+    let (response, removed) = arm
+        .transact(|attempt| async move {
+            arm.group(id).await?;
+            let store = &arm.state().store;
+            let Some(record) = store.resource(id).await.map_err(ArmError::from)? else {
+                return Ok(Step::Done((StatusCode::NO_CONTENT.into_response(), None)));
+            };
+            if let Some(mark) = arm.with_context(call, |ctx| plan::removal::mark(ctx, &record)) {
+                if attempt.prepared >= MAX_MARKS {
+                    return Err(ArmError::Conflict.into());
+                }
+                return Ok(Step::Then(mark));
             }
-            arm.commit_batch(mark, &mut attempt).await?;
-            continue;
-        }
-        let removed = std::slice::from_ref(&record);
-        let assignments = if kind.family == Family::FederatedCredential {
-            Vec::new()
-        } else {
-            assignments_going(arm, &record.id, removed).await?
-        };
-        let referencing = if kind.family == Family::UserAssignedIdentity {
-            let gone = BTreeSet::from([record.id.key().to_string()]);
-            let subscription =
-                ResourceId::subscription(record.id.subscription_id().unwrap_or_default());
-            arm.resources_within(&subscription)
-                .await?
-                .into_iter()
-                .filter(|r| references_any(r, &gone))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let (kept_expect, kept) = super::vaults::soft_delete(arm, removed).await?;
-        let mut plan = arm.with_context(call, |ctx| {
-            plan::removal::delete_resource(
-                ctx,
-                &record,
-                Cascade {
-                    assignments: &assignments,
-                    referencing: &referencing,
-                },
-            )
-        });
-        plan.batch
-            .changes
-            .extend(lanyard_blob::account::removal(removed));
-        // Vaults are soft-deleted: their documents stay, a deleted-vault record is kept.
-        plan.batch.expect.extend(kept_expect);
-        plan.batch.changes.extend(kept);
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            if lanyard_blob::account::removes_accounts(removed) {
-                lanyard_blob::account::sweep_accounts(arm.state());
-            }
-            return Ok(r);
-        }
+            let removed = std::slice::from_ref(&record);
+            let assignments = if kind.family == Family::FederatedCredential {
+                Vec::new()
+            } else {
+                assignments_going(arm, &record.id, removed).await?
+            };
+            let referencing = if kind.family == Family::UserAssignedIdentity {
+                let gone = BTreeSet::from([record.id.key().to_string()]);
+                let subscription =
+                    ResourceId::subscription(record.id.subscription_id().unwrap_or_default());
+                arm.resources_within(&subscription)
+                    .await?
+                    .into_iter()
+                    .filter(|r| references_any(r, &gone))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let (kept_expect, kept) = super::vaults::soft_delete(arm, removed).await?;
+            let mut plan = arm.with_context(call, |ctx| {
+                plan::removal::delete_resource(
+                    ctx,
+                    &record,
+                    Cascade {
+                        assignments: &assignments,
+                        referencing: &referencing,
+                    },
+                )
+            });
+            plan.batch
+                .changes
+                .extend(lanyard_blob::account::removal(removed));
+            // Vaults are soft-deleted: their documents stay, a deleted-vault record is kept.
+            plan.batch.expect.extend(kept_expect);
+            plan.batch.changes.extend(kept);
+            let response = json(plan.status, plan.body.as_ref());
+            Ok(Step::Commit(plan.batch, (response, Some(record))))
+        })
+        .await?;
+    if lanyard_blob::account::removes_accounts(removed.as_slice()) {
+        lanyard_blob::account::sweep_accounts(arm.state());
     }
+    Ok(response)
 }
 
 /// `GET {scope}/providers/Microsoft.ManagedIdentity/identities/default`: the system-assigned

@@ -14,10 +14,10 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lanyard_domain::{builtin, ResourceId, RoleDefinition, RoleType};
-use lanyard_platform::ApiError;
+use lanyard_platform::{ApiError, Step};
 use lanyard_storage::AssignmentQuery;
 
-use super::json;
+use super::{committing, json};
 use crate::errors::ArmError;
 use crate::filter::{self, Clause};
 use crate::plan::roles::{definition_id, parse_name};
@@ -133,9 +133,8 @@ pub async fn put(
     let id = parse_name(name)?;
     let target = definition_id(scope, id);
     arm.authorize(call, WRITE, &target).await?;
-    let request = call.json()?;
-    let mut attempt = 0;
-    loop {
+    let request = &call.json()?;
+    arm.transact(|_| async move {
         let custom = arm
             .state()
             .store
@@ -152,15 +151,14 @@ pub async fn put(
             None => Vec::new(),
         };
         let (plan, role) = arm.with_context(call, |ctx| {
-            plan::roles::put(ctx, scope, name, &request, &custom, &assigned)
+            plan::roles::put(ctx, scope, name, request, &custom, &assigned)
         })?;
         for assignable in &role.assignable_scopes {
             arm.authorize(call, WRITE, assignable).await?;
         }
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// `DELETE` of a custom role: 200 with the role, or 204 when there is none. The caller
@@ -174,10 +172,9 @@ pub async fn delete(
     let id = parse_name(name)?;
     arm.authorize(call, DELETE, &definition_id(scope, id))
         .await?;
-    let mut attempt = 0;
-    loop {
+    arm.transact(|_| async move {
         let Some(role) = all_roles(arm).await?.into_iter().find(|r| r.id == id) else {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+            return Ok(Step::Done(StatusCode::NO_CONTENT.into_response()));
         };
         if role.role_type == RoleType::CustomRole {
             for assignable in &role.assignable_scopes {
@@ -196,8 +193,7 @@ pub async fn delete(
             .map_err(ArmError::from)?
             .len();
         let plan = arm.with_context(call, |ctx| plan::roles::delete(ctx, scope, &role, used))?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }

@@ -27,12 +27,13 @@ use lanyard_keyvault::deleted::{
     self, CreateDecision, CreateMode, DeletedVaultDoc, DeletedVaultError, DELETED_VAULTS,
 };
 use lanyard_keyvault::vault::{self, AccessPolicyOperation, VaultContext, VaultRuleError};
-use lanyard_platform::ApiError;
+use lanyard_platform::{ApiError, Step};
 use lanyard_storage::{
     Batch, Change, DocumentQuery, DocumentRecord, Expect, ResourceQuery, ResourceRecord, StoreError,
 };
 use serde_json::{json, Value};
 
+use super::committing;
 use crate::errors::ArmError;
 use crate::kinds::{self, Kind};
 use crate::plan::resources::ResourceView;
@@ -165,14 +166,14 @@ pub async fn write(
     id: &ResourceId,
 ) -> Result<Response, ApiError> {
     arm.authorize(call, &kind.action("write"), id).await?;
-    let request = call.json()?;
+    let request = &call.json()?;
     let mode = if call.method == Method::PATCH {
         ChangeMode::Patch
     } else {
         ChangeMode::Put
     };
     let create_mode = match mode {
-        ChangeMode::Put => CreateMode::of(&request).map_err(refused_deleted)?,
+        ChangeMode::Put => CreateMode::of(request).map_err(refused_deleted)?,
         ChangeMode::Patch => CreateMode::Default,
     };
     let uri = format!(
@@ -181,12 +182,11 @@ pub async fn write(
             .endpoints()
             .vault(&id.name().to_ascii_lowercase())
     );
-    let ctx = VaultContext {
+    let ctx = &VaultContext {
         tenant_id: arm.state().directory.tenant.id,
         vault_uri: &uri,
     };
-    let mut attempt = 0;
-    loop {
+    arm.transact(|_| async move {
         let group = arm.group(id).await?;
         let existing = arm
             .state()
@@ -208,10 +208,7 @@ pub async fn write(
                 if name_taken(arm, id).await? {
                     return Err(refused(VaultRuleError::NameInUse(id.name().to_string())));
                 }
-                if let Some(r) = recover(arm, call, &group, &stored, &doc, &mut attempt).await? {
-                    return Ok(r);
-                }
-                continue;
+                return recover(arm, call, &group, &stored, &doc);
             }
         }
         if existing.is_none() && named && name_taken(arm, id).await? {
@@ -219,14 +216,14 @@ pub async fn write(
         }
         let request = match (mode, &existing) {
             (ChangeMode::Patch, Some(e)) => with_properties(
-                &request,
-                vault::validate_patch(&request, &e.body, &ctx).map_err(refused)?,
+                request,
+                vault::validate_patch(request, &e.body, ctx).map_err(refused)?,
             )?,
             // The generic plan answers a PATCH of nothing with 404.
             (ChangeMode::Patch, None) => request.clone(),
             (ChangeMode::Put, e) => with_properties(
-                &request,
-                vault::validate_put(&request, e.as_ref().map(|e| &e.body), &ctx)
+                request,
+                vault::validate_put(request, e.as_ref().map(|e| &e.body), ctx)
                     .map_err(refused)?,
             )?,
         };
@@ -253,10 +250,9 @@ pub async fn write(
         let plan = arm.with_context(call, |ctx| {
             plan::resources::write(ctx, kind, id, &request, view, mode)
         })?;
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// `PUT {vault}/accessPolicies/{operation}`.
@@ -272,14 +268,14 @@ pub async fn access_policy(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Re
     )
     .await?;
     let operation = AccessPolicyOperation::parse(id.name()).map_err(refused)?;
-    let request = call.json()?;
-    let mut attempt = 0;
-    loop {
-        let group = arm.group(&vault_id).await?;
+    let request = &call.json()?;
+    let vault_id = &vault_id;
+    arm.transact(|_| async move {
+        let group = arm.group(vault_id).await?;
         let existing: ResourceRecord = arm
             .state()
             .store
-            .resource(&vault_id)
+            .resource(vault_id)
             .await
             .map_err(ArmError::from)?
             .ok_or_else(|| ArmError::ResourceNotFound {
@@ -287,7 +283,7 @@ pub async fn access_policy(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Re
                 group: group.id.name().to_string(),
             })?;
         let (properties, named) =
-            vault::apply_access_policy_operation(&existing.body, operation.as_str(), &request)
+            vault::apply_access_policy_operation(&existing.body, operation.as_str(), request)
                 .map_err(refused)?;
         let patch = json!({ "properties": properties });
         let view = ResourceView {
@@ -296,7 +292,7 @@ pub async fn access_policy(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Re
             identities: &BTreeMap::new(),
         };
         let mut plan = arm.with_context(call, |ctx| {
-            plan::resources::write(ctx, kind, &vault_id, &patch, view, ChangeMode::Patch)
+            plan::resources::write(ctx, kind, vault_id, &patch, view, ChangeMode::Patch)
         })?;
         plan.status = 200;
         plan.body = Some(vault::access_policy_response(
@@ -305,23 +301,20 @@ pub async fn access_policy(arm: &Arm, call: &Call, id: &ResourceId) -> Result<Re
             operation,
             &named,
         ));
-        if let Some(r) = arm.commit(plan, &mut attempt).await? {
-            return Ok(r);
-        }
-    }
+        Ok(committing(plan))
+    })
+    .await
 }
 
 /// Restores the deleted vault `doc` (stored as `stored`) in `group`: the resource as it was,
 /// in one batch with the record's removal and the activity-log entry of a vault write.
-/// `Ok(None)`: something changed meanwhile, load and plan again.
-async fn recover(
+fn recover(
     arm: &Arm,
     call: &Call,
     group: &ResourceRecord,
     stored: &DocumentRecord,
     doc: &DeletedVaultDoc,
-    attempt: &mut u32,
-) -> Result<Option<Response>, ApiError> {
+) -> Result<Step<Response>, ApiError> {
     if plan::is_deleting(group) {
         return Err(ArmError::ResourceGroupBeingDeleted(group.id.name().to_string()).into());
     }
@@ -343,10 +336,7 @@ async fn recover(
     batch.push(arm.with_context(call, |ctx| {
         ctx.activity(&format!("{}/write", vault::VAULT_TYPE), &id, 200, None)
     }));
-    Ok(arm
-        .commit_batch(batch, attempt)
-        .await?
-        .then(|| super::json(200, Some(&body))))
+    Ok(Step::Commit(batch, super::json(200, Some(&body))))
 }
 
 /// `GET /subscriptions/{s}/providers/Microsoft.KeyVault/deletedVaults`: the subscription's
@@ -442,8 +432,7 @@ pub async fn purge_deleted(
 ) -> Result<Response, ApiError> {
     let scope = deleted::deleted_vault_id(subscription, location, name);
     arm.authorize(call, deleted::PURGE_ACTION, &scope).await?;
-    let mut attempt = 0;
-    loop {
+    arm.transact(|_| async move {
         let (stored, doc) = find_deleted(arm, subscription, location, name).await?;
         deleted::check_purge(&doc).map_err(refused_deleted)?;
         let (expect, changes) = deleted::purge(&stored);
@@ -451,8 +440,7 @@ pub async fn purge_deleted(
         batch.push(arm.with_context(call, |ctx| {
             ctx.activity(deleted::PURGE_ACTION, &doc.id(), 200, None)
         }));
-        if arm.commit_batch(batch, &mut attempt).await? {
-            return Ok(super::json(202, None));
-        }
-    }
+        Ok(Step::Commit(batch, super::json(202, None)))
+    })
+    .await
 }
