@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`id`]: ARM resource ids and scopes (parse, format, parents, types).
 //! - [`tenant`]: tenants and subscriptions.
+//! - [`hosts`]: the host names Lanyard answers to, one description per host-bearing plane.
 //! - [`principal`]: users, groups, service principals; managed identities are service
 //!   principals backed by a resource.
 //! - [`identity`]: the `identity` block of a resource and its PUT/PATCH rules.
@@ -12,6 +13,7 @@
 
 pub mod builtin;
 pub mod clock;
+pub mod hosts;
 pub mod id;
 pub mod identity;
 pub mod principal;

@@ -58,6 +58,17 @@ pub const ACCOUNT: Kind = Kind {
     noun: "storage account",
 };
 
+/// Every type the CLI manages.
+pub const KINDS: &[Kind] = &[IDENTITY, VM, WEBAPP, VAULT, ACCOUNT];
+
+/// The CLI's kind for an ARM type (`{namespace}/{type}`, case-insensitive).
+pub fn kind_of(full_type: &str) -> Option<Kind> {
+    KINDS
+        .iter()
+        .find(|k| k.full_type().eq_ignore_ascii_case(full_type))
+        .copied()
+}
+
 /// The ids the CLI builds, in the subscription of one connection.
 pub struct Ids<'a> {
     pub subscription: &'a str,
