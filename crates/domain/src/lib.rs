@@ -7,6 +7,7 @@
 //! - [`principal`]: users, groups, service principals; managed identities are service
 //!   principals backed by a resource.
 //! - [`identity`]: the `identity` block of a resource and its PUT/PATCH rules.
+//! - [`workload`]: the resource types that can hold managed identities, listed once.
 //! - [`role`]: role definitions and role assignments.
 //! - [`builtin`]: the built-in roles with Azure's GUIDs and permissions.
 //! - [`clock`]: injected time.
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod principal;
 pub mod role;
 pub mod tenant;
+pub mod workload;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use id::{ResourceId, ResourceIdError, ScopeLevel};
