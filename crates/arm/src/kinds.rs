@@ -1,9 +1,13 @@
 //! The resource types this plane serves, with their naming rules. Pure.
 //!
-//! Adding a type that holds identities is one entry in [`KINDS`] with
-//! [`Family::Compute`]: it then gets the generic create/update/patch/delete with the
-//! `identity` block.
+//! A type that holds identities is one entry in [`lanyard_domain::workload::WORKLOAD_TYPES`]:
+//! it is served here as [`Family::Compute`], with the generic create/update/patch/delete and
+//! the `identity` block.
 
+use std::sync::LazyLock;
+
+pub use lanyard_domain::workload::NameRule;
+use lanyard_domain::workload::{WorkloadType, WORKLOAD_TYPES};
 use lanyard_domain::ResourceId;
 
 pub const RESOURCE_GROUP_TYPE: &str = "Microsoft.Resources/resourceGroups";
@@ -26,15 +30,8 @@ pub enum Family {
     VaultAccessPolicy,
 }
 
-/// A naming rule, with the sentence that explains it in errors.
-#[derive(Debug, Clone, Copy)]
-pub struct NameRule {
-    pub check: fn(&str) -> bool,
-    pub description: &'static str,
-}
-
 /// A resource type served here.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Kind {
     pub namespace: &'static str,
     /// The type path below the namespace, outermost first.
@@ -75,54 +72,8 @@ impl Kind {
     }
 }
 
-pub static KINDS: &[Kind] = &[
-    Kind {
-        namespace: "Microsoft.Compute",
-        types: &["virtualMachines"],
-        family: Family::Compute,
-        name: NameRule {
-            check: vm_name,
-            description: "A virtual machine name is 1 to 64 characters: letters, digits, '-', '_' and '.'; it may not start with '_' or end with '.' or '-'.",
-        },
-    },
-    Kind {
-        namespace: "Microsoft.Compute",
-        types: &["virtualMachineScaleSets"],
-        family: Family::Compute,
-        name: NameRule {
-            check: vm_name,
-            description: "A scale set name is 1 to 64 characters: letters, digits, '-', '_' and '.'; it may not start with '_' or end with '.' or '-'.",
-        },
-    },
-    Kind {
-        namespace: "Microsoft.Web",
-        types: &["sites"],
-        family: Family::Compute,
-        name: NameRule {
-            check: site_name,
-            description: "A site name is 2 to 60 characters: letters, digits and '-'; it may not start or end with '-'.",
-        },
-    },
-    Kind {
-        namespace: "Microsoft.App",
-        types: &["containerApps"],
-        family: Family::Compute,
-        name: NameRule {
-            check: container_app_name,
-            description: "A container app name is 2 to 32 characters: lower-case letters, digits and '-'; it starts with a letter, ends with a letter or digit, and has no '--'.",
-        },
-    },
-    // Storage accounts: the blob plane's rules (names unique, endpoints, data cascade) are
-    // applied by `api::resources` through `lanyard_blob::account`.
-    Kind {
-        namespace: lanyard_blob::account::NAMESPACE,
-        types: &[lanyard_blob::account::TYPE_NAME],
-        family: Family::Compute,
-        name: NameRule {
-            check: lanyard_blob::account::valid_account_name,
-            description: lanyard_blob::account::NAME_RULE,
-        },
-    },
+/// The types that are not in [`WORKLOAD_TYPES`].
+static OTHER_KINDS: &[Kind] = &[
     Kind {
         namespace: "Microsoft.ManagedIdentity",
         types: &["userAssignedIdentities"],
@@ -161,6 +112,27 @@ pub static KINDS: &[Kind] = &[
     },
 ];
 
+impl Kind {
+    /// A type that can hold identities.
+    fn workload(w: &'static WorkloadType) -> Self {
+        Kind {
+            namespace: w.namespace,
+            types: std::slice::from_ref(&w.type_name),
+            family: Family::Compute,
+            name: w.name,
+        }
+    }
+}
+
+/// Every type served here: each of [`WORKLOAD_TYPES`] as [`Family::Compute`], then the others.
+pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
+    WORKLOAD_TYPES
+        .iter()
+        .map(Kind::workload)
+        .chain(OTHER_KINDS.iter().cloned())
+        .collect()
+});
+
 /// The kind for a namespace and type path, matched case-insensitively.
 pub fn lookup<S: AsRef<str>>(namespace: &str, types: &[S]) -> Option<&'static Kind> {
     KINDS.iter().find(|k| {
@@ -189,33 +161,6 @@ pub fn valid_group_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
-}
-
-fn vm_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('_')
-        && !name.ends_with('.')
-        && !name.ends_with('-')
-}
-
-fn site_name(name: &str) -> bool {
-    (2..=60).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-fn container_app_name(name: &str) -> bool {
-    (2..=32).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && !name.contains("--")
 }
 
 /// `^[a-zA-Z0-9][a-zA-Z0-9-_]{min-1,max-1}$`.
@@ -284,18 +229,10 @@ mod tests {
         assert!(!valid_group_name("rg."));
         assert!(!valid_group_name("rg/x"));
         assert!(!valid_group_name(&"a".repeat(91)));
-        assert!(vm_name("vm-1.a"));
-        assert!(!vm_name("_vm"));
-        assert!(!vm_name("vm-"));
         assert!(identity_name("id_1-x"));
         assert!(!identity_name("ab"));
         assert!(!identity_name("-abc"));
         assert!(credential_name("fic"));
         assert!(!credential_name(&"a".repeat(121)));
-        assert!(container_app_name("app-1"));
-        assert!(!container_app_name("App"));
-        assert!(!container_app_name("a--b"));
-        assert!(site_name("my-site"));
-        assert!(!site_name("a"));
     }
 }

@@ -13,6 +13,7 @@
 
 use axum::http::{header, HeaderMap};
 use lanyard_authz::{AccessRequest, ActionKind};
+use lanyard_domain::hosts;
 use lanyard_domain::ResourceId;
 use lanyard_platform::authn::{self, Caller};
 use lanyard_platform::AppState;
@@ -22,17 +23,14 @@ use crate::error::BlobError;
 use crate::request::Query;
 
 /// Azure's storage audience, the one the challenge names.
-pub const AZURE_STORAGE_AUDIENCE: &str = "https://storage.azure.com";
+pub const AZURE_STORAGE_AUDIENCE: &str = hosts::BLOB.azure_audience;
 
 /// The audiences tokens for this plane may carry.
 pub fn audiences(state: &AppState) -> Vec<String> {
-    let domain = &state.config.domain;
-    let mut out = vec![
-        AZURE_STORAGE_AUDIENCE.to_string(),
-        format!("https://storage.{domain}"),
-    ];
+    let own = hosts::BLOB.audience_host(&state.config.domain);
+    let mut out = vec![AZURE_STORAGE_AUDIENCE.to_string(), format!("https://{own}")];
     if state.port != 443 {
-        out.push(format!("https://storage.{domain}:{}", state.port));
+        out.push(format!("https://{own}:{}", state.port));
     }
     out
 }

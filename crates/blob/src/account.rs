@@ -33,16 +33,9 @@ pub const ACCOUNT_TYPE: &str = "Microsoft.Storage/storageAccounts";
 pub const NAMESPACE: &str = "Microsoft.Storage";
 pub const TYPE_NAME: &str = "storageAccounts";
 
-/// The rule, as the control plane states it in errors.
-pub const NAME_RULE: &str = "Storage account name must be between 3 and 24 characters in length and use numbers and lower-case letters only.";
-
-/// 3 to 24 lower-case letters and digits.
-pub fn valid_account_name(name: &str) -> bool {
-    (3..=24).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
+pub use lanyard_domain::workload::{
+    storage_account_name as valid_account_name, STORAGE_ACCOUNT_NAME_RULE as NAME_RULE,
+};
 
 /// Why an account cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

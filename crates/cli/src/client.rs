@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use lanyard_domain::hosts::{self, PlaneHost};
 use lanyard_server::bootstrap::{read_admin, read_endpoints};
 use lanyard_server::datadir::DataDir;
 use reqwest::header::HeaderMap;
@@ -156,7 +157,7 @@ pub struct Connection {
     /// The CA file clients must trust.
     pub ca_file: PathBuf,
     pub subscription_id: String,
-    /// DNS suffix of the service hosts (`{vault}.vault.{domain}`, ...).
+    /// DNS suffix of the service hosts (see [`lanyard_domain::hosts`]).
     pub domain: String,
     http: reqwest::Client,
     tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
@@ -270,27 +271,29 @@ impl Connection {
         }
     }
 
+    /// The URL of resource `name` of a hosted data plane (`https://{name}.{label}.{domain}`).
+    pub fn hosted_url(&self, plane: &PlaneHost, name: &str) -> String {
+        self.host_url(&plane.host(&name.to_ascii_lowercase(), &self.domain))
+    }
+
+    /// This server's own audience for a hosted data plane.
+    pub fn audience(&self, plane: &PlaneHost) -> String {
+        self.host_url(&plane.audience_host(&self.domain))
+    }
+
     /// The data-plane URL of vault `name`.
     pub fn vault_url(&self, name: &str) -> String {
-        self.host_url(&format!(
-            "{}.vault.{}",
-            name.to_ascii_lowercase(),
-            self.domain
-        ))
+        self.hosted_url(&hosts::VAULT, name)
     }
 
     /// The audience of every vault here (the Key Vault challenge's `resource`).
     pub fn vault_audience(&self) -> String {
-        self.host_url(&format!("vault.{}", self.domain))
+        self.audience(&hosts::VAULT)
     }
 
     /// The blob endpoint of storage account `name`.
     pub fn blob_url(&self, name: &str) -> String {
-        self.host_url(&format!(
-            "{}.blob.{}",
-            name.to_ascii_lowercase(),
-            self.domain
-        ))
+        self.hosted_url(&hosts::BLOB, name)
     }
 
     /// A token for `scope` through the client-credentials grant, cached until shortly

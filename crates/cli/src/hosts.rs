@@ -1,13 +1,14 @@
 //! `lanyard hosts [--data-dir DIR] [--apply]`: name resolution for the data-plane hosts.
 //!
-//! Vaults (`{vault}.vault.{domain}`) and storage accounts (`{account}.blob.{domain}`) each
-//! have a host name of their own, which SDKs insist on. Where nothing resolves them (systemd-
-//! resolved answers `*.localhost` by itself; plain glibc does not), they need hosts entries.
-//! This command finds the vaults and storage accounts through the control plane's public REST
-//! API, as the administrator of the data directory (or the `AZURE_*` identity), and prints a
-//! marked block of `/etc/hosts` lines, or with `--apply` writes that block into the hosts
-//! file, replacing the block an earlier run wrote (idempotent: an unchanged file is not
-//! rewritten).
+//! The resources of every plane in [`lanyard_domain::hosts::PLANE_HOSTS`] (vaults,
+//! `{vault}.vault.{domain}`; storage accounts, `{account}.blob.{domain}`) each have a host
+//! name of their own, which SDKs insist on. Where nothing resolves them (systemd-resolved
+//! answers `*.localhost` by itself; plain glibc does not), they need hosts entries. This
+//! command finds those resources, and their endpoints as the control plane shows them,
+//! through the control plane's public REST API, as the administrator of the data directory
+//! (or the `AZURE_*` identity), and prints a marked block of `/etc/hosts` lines, or with
+//! `--apply` writes that block into the hosts file, replacing the block an earlier run wrote
+//! (idempotent: an unchanged file is not rewritten).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,9 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::Value;
 
+use lanyard_domain::hosts::PLANE_HOSTS;
+
+use crate::api::resources;
 use crate::client::{Connection, ServiceError};
 
 const BEGIN: &str = "# BEGIN lanyard: written by `lanyard hosts --apply`, replaced on every run";
@@ -93,25 +97,26 @@ async fn discover(conn: &Connection) -> anyhow::Result<Vec<String>> {
         let Some(sub) = sub["subscriptionId"].as_str() else {
             continue;
         };
-        let vaults = format!(
-            "/subscriptions/{sub}/providers/Microsoft.KeyVault/vaults?api-version=2023-07-01"
-        );
-        for vault in list(conn, vaults).await? {
-            names.extend(vault["properties"]["vaultUri"].as_str().and_then(host_of));
-        }
-        let accounts = format!(
-            "/subscriptions/{sub}/providers/Microsoft.Storage/storageAccounts?api-version=2023-05-01"
-        );
-        match list(conn, accounts).await {
-            Ok(accounts) => {
-                for account in accounts {
-                    let blob = &account["properties"]["primaryEndpoints"]["blob"];
-                    names.extend(blob.as_str().and_then(host_of));
+        for plane in PLANE_HOSTS {
+            let Some(kind) = resources::kind_of(plane.resource_type) else {
+                continue;
+            };
+            let path = format!(
+                "/subscriptions/{sub}/providers/{}?api-version={}",
+                kind.full_type(),
+                kind.api_version
+            );
+            match list(conn, path).await {
+                Ok(found) => {
+                    for resource in found {
+                        let endpoint = resource.pointer(plane.endpoint_pointer);
+                        names.extend(endpoint.and_then(Value::as_str).and_then(host_of));
+                    }
                 }
+                // A server without this plane says the type is unknown; nothing to add.
+                Err(e) if is_unknown_type(&e) => {}
+                Err(e) => return Err(e),
             }
-            // A server without storage accounts says the type is unknown; nothing to add.
-            Err(e) if is_unknown_type(&e) => {}
-            Err(e) => return Err(e),
         }
     }
     names.sort();

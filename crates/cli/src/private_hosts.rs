@@ -15,7 +15,9 @@ use std::process::Stdio;
 use anyhow::{bail, Context};
 use clap::ValueEnum;
 
-use crate::api::resources::{self, ACCOUNT, VAULT};
+use lanyard_domain::hosts::{FIXED_HOSTS, PLANE_HOSTS};
+
+use crate::api::resources;
 use crate::client::Connection;
 
 /// `run --resolve`.
@@ -53,28 +55,27 @@ impl PrivateHosts {
     }
 }
 
-/// The service host names a workload may use: the fixed ones, and one per vault and
-/// storage account in the subscription (a type the server does not serve is skipped).
+/// The service host names a workload may use: the fixed ones, each hosted data plane's
+/// audience host, and one per resource of each hosted data plane in the subscription (a type
+/// the server does not serve is skipped).
 pub async fn service_names(conn: &Connection) -> Vec<String> {
     let d = &conn.domain;
-    let mut names = vec![
-        d.clone(),
-        format!("login.{d}"),
-        format!("management.{d}"),
-        format!("graph.{d}"),
-        format!("vault.{d}"),
-        format!("storage.{d}"),
-    ];
+    let mut names = vec![d.clone()];
+    names.extend(FIXED_HOSTS.iter().map(|h| format!("{h}.{d}")));
+    names.extend(PLANE_HOSTS.iter().map(|p| p.audience_host(d)));
     if conn.subscription_id.is_empty() {
         return names;
     }
-    for (kind, plane) in [(VAULT, "vault"), (ACCOUNT, "blob")] {
+    for plane in PLANE_HOSTS {
+        let Some(kind) = resources::kind_of(plane.resource_type) else {
+            continue;
+        };
         if let Ok(found) = resources::list(conn, kind, None).await {
             names.extend(
                 found
                     .iter()
                     .filter_map(|r| r["name"].as_str())
-                    .map(|n| format!("{}.{plane}.{d}", n.to_ascii_lowercase())),
+                    .map(|n| plane.host(&n.to_ascii_lowercase(), d)),
             );
         }
     }

@@ -21,7 +21,7 @@ use axum::routing::{delete, post};
 use axum::Extension;
 use axum::{Json, Router};
 use lanyard_authz::AccessRequest;
-use lanyard_domain::ResourceId;
+use lanyard_domain::{workload, ResourceId};
 use lanyard_platform::authn::{self, Caller};
 use lanyard_platform::config::SessionAttestation;
 use lanyard_platform::error::from_store;
@@ -37,12 +37,11 @@ use crate::attest::{self, Binding};
 use crate::service::{CheckError, Ended, IdentityService, Lapse, Session, SessionError};
 
 /// Resource types whose code can run as their identity.
-pub const WORKLOAD_TYPES: &[&str] = &[
-    "Microsoft.Compute/virtualMachines",
-    "Microsoft.Compute/virtualMachineScaleSets",
-    "Microsoft.Web/sites",
-    "Microsoft.App/containerApps",
-];
+fn workload_types() -> Vec<String> {
+    workload::running_code()
+        .map(workload::WorkloadType::full_type)
+        .collect()
+}
 
 #[derive(Clone)]
 struct AdminState {
@@ -217,13 +216,14 @@ async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceRecord
         let id = ResourceId::parse(given).map_err(|e| {
             ApiError::arm(StatusCode::BAD_REQUEST, "InvalidResourceId", e.to_string())
         })?;
-        if !WORKLOAD_TYPES.iter().any(|t| id.is_type(t)) {
+        let types = workload_types();
+        if !types.iter().any(|t| id.is_type(t)) {
             return Err(ApiError::arm(
                 StatusCode::BAD_REQUEST,
                 "InvalidResourceType",
                 format!(
                     "`{id}` is not a resource that runs code; use one of: {}.",
-                    WORKLOAD_TYPES.join(", ")
+                    types.join(", ")
                 ),
             ));
         }
@@ -235,11 +235,11 @@ async fn find_workload(state: &AdminState, given: &str) -> Result<ResourceRecord
     }
     let subscription = ResourceId::subscription(&app.directory.subscription.id.to_string());
     let mut matches = Vec::new();
-    for ty in WORKLOAD_TYPES {
+    for ty in workload_types() {
         let found = store
             .resources(&ResourceQuery {
                 within: Some(subscription.clone()),
-                resource_type: Some((*ty).to_string()),
+                resource_type: Some(ty),
                 ..Default::default()
             })
             .await

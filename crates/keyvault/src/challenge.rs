@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::errors::KvError;
 
 /// Azure's public Key Vault audience, accepted beside our own.
-pub const AZURE_AUDIENCE: &str = "https://vault.azure.net";
+pub const AZURE_AUDIENCE: &str = lanyard_domain::hosts::VAULT.azure_audience;
 
 /// The audiences a vault accepts: ours (`https://vault.{domain}[:{port}]`) and Azure's
 /// (each with and without a trailing slash, which the validator adds).

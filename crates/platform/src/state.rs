@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lanyard_domain::hosts::{self, PlaneHost};
 use lanyard_domain::{SharedClock, Subscription, Tenant};
 use lanyard_storage::{FeedChange, FeedEntry, Store};
 
@@ -364,18 +365,28 @@ impl Endpoints {
         self.host(&format!("login.{}", self.domain))
     }
 
+    /// `https://{name}.{label}.{domain}[:{port}]`: resource `name` of a hosted data plane.
+    pub fn hosted(&self, plane: &PlaneHost, name: &str) -> String {
+        self.host(&plane.host(name, &self.domain))
+    }
+
+    /// `https://{audience host}[:{port}]`: this server's own audience for a hosted data plane.
+    pub fn audience(&self, plane: &PlaneHost) -> String {
+        self.host(&plane.audience_host(&self.domain))
+    }
+
     pub fn vault(&self, name: &str) -> String {
-        self.host(&format!("{name}.vault.{}", self.domain))
+        self.hosted(&hosts::VAULT, name)
     }
 
     /// The audience of every vault here (`https://vault.{domain}[:{port}]`): the Key Vault
     /// challenge's `resource`, whose host:port each vault's host:port ends with.
     pub fn vault_audience(&self) -> String {
-        self.host(&format!("vault.{}", self.domain))
+        self.audience(&hosts::VAULT)
     }
 
     pub fn blob(&self, account: &str) -> String {
-        self.host(&format!("{account}.blob.{}", self.domain))
+        self.hosted(&hosts::BLOB, account)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -17,8 +17,9 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::deadline::BodyDeadline;
-use crate::hosts::{self, Plane};
+use crate::hosts::{self as routing, Plane};
 use crate::telemetry::{self, UuidRequestId, REQUEST_ID};
+use lanyard_domain::hosts::{self, PlaneHost};
 use lanyard_platform::AppState;
 use lanyard_platform::{AccountName, VaultName};
 use lanyard_platform::{ApiError, Dialect};
@@ -26,13 +27,24 @@ use lanyard_platform::{ApiError, Dialect};
 /// Largest request body any plane accepts (a blob block or a chunk of a large upload).
 pub const MAX_BODY: usize = 256 * 1024 * 1024;
 
+/// A data plane on hosts of its own, as the server registers it: its host description, its
+/// router, the error shape it answers in, and how its handlers learn the resource a host
+/// names (a request extension).
+#[derive(Clone)]
+pub struct HostedPlane {
+    pub host: &'static PlaneHost,
+    pub router: Router,
+    pub dialect: Dialect,
+    pub tag: fn(&mut Extensions, String),
+}
+
 /// The routers of each plane.
 #[derive(Clone)]
 pub struct Planes {
     pub management: Router,
     pub login: Router,
-    pub vault: Router,
-    pub blob: Router,
+    /// One per entry of [`lanyard_domain::hosts::PLANE_HOSTS`].
+    pub hosted: Vec<HostedPlane>,
 }
 
 impl Planes {
@@ -43,9 +55,30 @@ impl Planes {
             ))
             .merge(lanyard_arm::router(state.clone())),
             login: lanyard_login::router(state.clone()),
-            vault: lanyard_keyvault::router(state.clone()),
-            blob: lanyard_blob::router(state.clone()),
+            hosted: vec![
+                HostedPlane {
+                    host: &hosts::VAULT,
+                    router: lanyard_keyvault::router(state.clone()),
+                    dialect: Dialect::KeyVault,
+                    tag: |e, name| {
+                        e.insert(VaultName(name));
+                    },
+                },
+                HostedPlane {
+                    host: &hosts::BLOB,
+                    router: lanyard_blob::router(state.clone()),
+                    dialect: Dialect::Blob,
+                    tag: |e, name| {
+                        e.insert(AccountName(name));
+                    },
+                },
+            ],
         }
+    }
+
+    /// The registration of `host`'s plane.
+    fn hosted(&self, host: &PlaneHost) -> Option<&HostedPlane> {
+        self.hosted.iter().find(|p| p.host.label == host.label)
     }
 }
 
@@ -93,7 +126,7 @@ async fn dispatch_by_host(State(d): State<Dispatch>, mut request: Request) -> Re
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let plane = hosts::classify(&host, &d.domain);
+    let plane = routing::classify(&host, &d.domain);
     let (router, dialect) = match plane {
         Plane::Combined => {
             // The control plane and the token service share this host; token-service paths
@@ -106,22 +139,14 @@ async fn dispatch_by_host(State(d): State<Dispatch>, mut request: Request) -> Re
         }
         Plane::Management => (d.planes.management, Dialect::Arm),
         Plane::Login | Plane::Graph => (d.planes.login, login_dialect(request.uri().path())),
-        Plane::Vault(name) => {
-            request.extensions_mut().insert(VaultName(name));
-            (d.planes.vault, Dialect::KeyVault)
-        }
-        Plane::Blob(name) => {
-            request.extensions_mut().insert(AccountName(name));
-            (d.planes.blob, Dialect::Blob)
-        }
-        Plane::Unknown(host) => {
-            return ApiError::arm(
-                StatusCode::NOT_FOUND,
-                "HostNotFound",
-                format!("No Lanyard service answers for host `{host}`."),
-            )
-            .into_response()
-        }
+        Plane::Hosted(host, name) => match d.planes.hosted(host) {
+            Some(plane) => {
+                (plane.tag)(request.extensions_mut(), name);
+                (plane.router.clone(), plane.dialect)
+            }
+            None => return unknown_host(&host.host(&name, &d.domain)),
+        },
+        Plane::Unknown(host) => return unknown_host(&host),
     };
     let (request, cut) = d.deadline.apply(request);
     let response = call(router, request).await;
@@ -129,6 +154,16 @@ async fn dispatch_by_host(State(d): State<Dispatch>, mut request: Request) -> Re
         Some(cut) if cut.happened() => body_too_slow(dialect),
         _ => response,
     }
+}
+
+/// 404 in ARM's shape for a host no plane answers for.
+fn unknown_host(host: &str) -> Response {
+    ApiError::arm(
+        StatusCode::NOT_FOUND,
+        "HostNotFound",
+        format!("No Lanyard service answers for host `{host}`."),
+    )
+    .into_response()
 }
 
 /// The error shape of the token service's host: Entra's for the token and discovery

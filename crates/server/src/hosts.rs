@@ -2,10 +2,13 @@
 //!
 //! `management.{domain}` is the control plane, `login.{domain}` the token service (and
 //! `graph.{domain}` its app-registration API),
-//! `{vault}.vault.{domain}` a Key Vault, `{account}.blob.{domain}` a storage account.
+//! `{name}.{label}.{domain}` a resource of a data plane on hosts of its own (a Key Vault,
+//! a storage account: see [`lanyard_domain::hosts`]).
 //! `localhost`, loopback addresses and `{domain}` itself serve the control plane and the token
 //! service together (their paths do not collide), so a client needs name resolution only for
 //! vault and blob hosts.
+
+use lanyard_domain::hosts::{PlaneHost, PLANE_HOSTS};
 
 /// Which part of Lanyard a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +19,8 @@ pub enum Plane {
     Login,
     /// `graph.{domain}`: the Microsoft Graph subset for app registrations (token service).
     Graph,
-    Vault(String),
-    Blob(String),
+    /// `{name}.{label}.{domain}`: resource `name` of a data plane on hosts of its own.
+    Hosted(&'static PlaneHost, String),
     Unknown(String),
 }
 
@@ -34,19 +37,14 @@ pub fn classify(host: &str, domain: &str) -> Plane {
         "management" => Plane::Management,
         "login" => Plane::Login,
         "graph" => Plane::Graph,
-        _ => {
-            if let Some(name) = prefix.strip_suffix(".vault") {
-                if is_label(name) {
-                    return Plane::Vault(name.to_string());
-                }
-            }
-            if let Some(name) = prefix.strip_suffix(".blob") {
-                if is_label(name) {
-                    return Plane::Blob(name.to_string());
-                }
-            }
-            Plane::Unknown(host)
-        }
+        _ => PLANE_HOSTS
+            .iter()
+            .find_map(|plane| {
+                plane
+                    .name_in(prefix)
+                    .map(|name| Plane::Hosted(plane, name.to_string()))
+            })
+            .unwrap_or(Plane::Unknown(host)),
     }
 }
 
@@ -67,13 +65,6 @@ fn is_loopback_literal(host: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !s.starts_with('-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,11 +83,11 @@ mod tests {
         assert_eq!(classify("login.lanyard.localhost:8443", D), Plane::Login);
         assert_eq!(
             classify("kv1.vault.lanyard.localhost:8443", D),
-            Plane::Vault("kv1".into())
+            Plane::Hosted(&lanyard_domain::hosts::VAULT, "kv1".into())
         );
         assert_eq!(
             classify("acct.blob.lanyard.localhost.", D),
-            Plane::Blob("acct".into())
+            Plane::Hosted(&lanyard_domain::hosts::BLOB, "acct".into())
         );
         assert!(matches!(
             classify("a.b.vault.lanyard.localhost", D),
@@ -104,8 +95,26 @@ mod tests {
         ));
         assert!(matches!(classify("evil.example", D), Plane::Unknown(_)));
         assert!(matches!(
+            classify("vault.lanyard.localhost", D),
+            Plane::Unknown(_)
+        ));
+        assert!(matches!(
             classify("xlanyard.localhost", D),
             Plane::Unknown(_)
         ));
+    }
+
+    #[test]
+    fn every_fixed_host_and_hosted_plane_is_routed() {
+        for fixed in lanyard_domain::hosts::FIXED_HOSTS {
+            let plane = classify(&format!("{fixed}.{D}"), D);
+            assert!(!matches!(plane, Plane::Unknown(_)), "{fixed}");
+        }
+        for hosted in PLANE_HOSTS {
+            assert_eq!(
+                classify(&hosted.host("r1", D), D),
+                Plane::Hosted(hosted, "r1".into())
+            );
+        }
     }
 }

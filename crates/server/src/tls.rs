@@ -32,17 +32,10 @@ pub struct TlsMaterial {
     pub ca_pem: String,
 }
 
-/// The DNS names and addresses on the server certificate.
+/// The DNS names and addresses on the server certificate (see
+/// [`lanyard_domain::hosts::certificate_names`]).
 pub fn server_names(domain: &str) -> Vec<String> {
-    vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-        domain.to_string(),
-        format!("*.{domain}"),
-        format!("*.vault.{domain}"),
-        format!("*.blob.{domain}"),
-    ]
+    lanyard_domain::hosts::certificate_names(domain)
 }
 
 /// Loads the CA from the data directory (creating it on first start) and issues a server

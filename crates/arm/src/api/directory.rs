@@ -1,6 +1,7 @@
 //! The directory as ARM shows it: cloud metadata, tenants, subscriptions.
 
 use axum::response::Response;
+use lanyard_domain::hosts;
 use lanyard_platform::ApiError;
 use serde_json::json;
 
@@ -10,20 +11,23 @@ use crate::request::Call;
 use crate::{shape, Arm};
 
 /// `GET /metadata/endpoints`: one cloud description, as `az cloud register` reads it.
-/// Anonymous, like Azure's. Key Vault and blob hosts are `{name}.` + the suffix.
+/// Anonymous, like Azure's. Each hosted data plane's suffix comes from
+/// [`lanyard_domain::hosts`]: a vault's host is `{name}.` + `keyVaultDns`, an account's
+/// `{name}.blob.` + `storage`.
 pub fn metadata(arm: &Arm) -> Response {
     let state = arm.state();
     let endpoints = state.endpoints();
     let base = endpoints.localhost();
     let domain = &state.config.domain;
     let port = state.port;
-    let host_suffix = |prefix: &str| {
+    let with_port = |host: &str| {
         if port == 443 {
-            format!("{prefix}{domain}")
+            host.to_string()
         } else {
-            format!("{prefix}{domain}:{port}")
+            format!("{host}:{port}")
         }
     };
+    let host_suffix = |prefix: &str| with_port(&format!("{prefix}{domain}"));
     let graph = format!("https://graph.{}/", host_suffix(""));
     let body = json!({
         "name": "Lanyard",
@@ -50,13 +54,17 @@ pub fn metadata(arm: &Arm) -> Response {
             "identityProvider": "AAD",
         },
         "suffixes": {
-            "keyVaultDns": host_suffix("vault."),
-            "storage": host_suffix(""),
             "mhsmDns": host_suffix("managedhsm."),
             "acrLoginServer": host_suffix("azurecr."),
             "sqlServerHostname": host_suffix("database."),
         },
     });
+    let mut body = body;
+    // Each data plane on hosts of its own: `keyVaultDns`, `storage`.
+    for plane in hosts::PLANE_HOSTS {
+        let suffix = plane.metadata_suffix(domain);
+        body["suffixes"][plane.metadata_key] = json!(with_port(&suffix));
+    }
     json(200, Some(&body))
 }
 

@@ -7,7 +7,7 @@ use lanyard_domain::ResourceId;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::resources::{self, Ids, IDENTITY, VM, WEBAPP};
+use super::resources::{self, Ids, IDENTITY};
 use super::{enc, is_guid};
 use crate::client::{Connection, ServiceError};
 
@@ -134,7 +134,7 @@ async fn graph_lookup(conn: &Connection, given: &str) -> anyhow::Result<Option<P
 /// Identities and workloads named `name` in the subscription, through ARM.
 async fn arm_lookup(conn: &Connection, name: &str) -> anyhow::Result<Principal> {
     let mut found = Vec::new();
-    for kind in [IDENTITY, VM, WEBAPP] {
+    for kind in std::iter::once(IDENTITY).chain(resources::workloads()) {
         for r in resources::list(conn, kind, None).await? {
             if !r["name"]
                 .as_str()

@@ -1,6 +1,7 @@
 //! ARM resources through the control plane's REST API.
 
 use anyhow::{anyhow, bail};
+use lanyard_domain::workload::{self, WorkloadType, WORKLOAD_TYPES};
 use lanyard_domain::ResourceId;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -25,6 +26,21 @@ impl Kind {
     pub fn full_type(&self) -> String {
         format!("{}/{}", self.namespace, self.type_name)
     }
+
+    /// A type that can hold managed identities.
+    pub const fn workload(w: &WorkloadType) -> Self {
+        Kind {
+            namespace: w.namespace,
+            type_name: w.type_name,
+            api_version: w.api_version,
+            noun: w.noun,
+        }
+    }
+}
+
+/// Every type that can hold managed identities (see [`lanyard_domain::workload`]).
+pub fn workloads() -> impl Iterator<Item = Kind> {
+    WORKLOAD_TYPES.iter().map(Kind::workload)
 }
 
 pub const IDENTITY: Kind = Kind {
@@ -33,30 +49,23 @@ pub const IDENTITY: Kind = Kind {
     api_version: "2023-01-31",
     noun: "identity",
 };
-pub const VM: Kind = Kind {
-    namespace: "Microsoft.Compute",
-    type_name: "virtualMachines",
-    api_version: "2024-03-01",
-    noun: "virtual machine",
-};
-pub const WEBAPP: Kind = Kind {
-    namespace: "Microsoft.Web",
-    type_name: "sites",
-    api_version: "2023-12-01",
-    noun: "web app",
-};
+pub const VM: Kind = Kind::workload(&workload::VIRTUAL_MACHINES);
+pub const WEBAPP: Kind = Kind::workload(&workload::SITES);
 pub const VAULT: Kind = Kind {
     namespace: "Microsoft.KeyVault",
     type_name: "vaults",
     api_version: "2023-07-01",
     noun: "key vault",
 };
-pub const ACCOUNT: Kind = Kind {
-    namespace: "Microsoft.Storage",
-    type_name: "storageAccounts",
-    api_version: "2023-05-01",
-    noun: "storage account",
-};
+pub const ACCOUNT: Kind = Kind::workload(&workload::STORAGE_ACCOUNTS);
+
+/// The CLI's kind for an ARM type (`{namespace}/{type}`, case-insensitive).
+pub fn kind_of(full_type: &str) -> Option<Kind> {
+    [IDENTITY, VAULT]
+        .into_iter()
+        .chain(workloads())
+        .find(|k| k.full_type().eq_ignore_ascii_case(full_type))
+}
 
 /// The ids the CLI builds, in the subscription of one connection.
 pub struct Ids<'a> {
