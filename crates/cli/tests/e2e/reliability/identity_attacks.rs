@@ -16,33 +16,6 @@ use serde_json::{json, Value};
 use super::kit::*;
 use crate::support::{Backend, TestServer};
 
-struct Session {
-    id: String,
-    imds: String,
-    app: String,
-    header: String,
-}
-
-async fn open(t: &Target, token: &str, resource: &str) -> Session {
-    let r = call(
-        &t.http,
-        Method::POST,
-        &t.arm("/lanyard/sessions"),
-        bearer_json(token, &json!({"resource": resource})),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    Session {
-        id: r.json["id"].as_str().unwrap().to_string(),
-        imds: format!(
-            "{}/metadata/identity/oauth2/token",
-            r.json["imdsEndpoint"].as_str().unwrap()
-        ),
-        app: r.json["identityEndpoint"].as_str().unwrap().to_string(),
-        header: r.json["identityHeader"].as_str().unwrap().to_string(),
-    }
-}
-
 /// A raw request to an identity endpoint: (status, body), or `None` when nothing answers.
 async fn ask(method: Method, url: &str, headers: &[(&str, &str)]) -> Option<(u16, Value)> {
     let mut r = reqwest::Client::new().request(method, url);
@@ -125,11 +98,11 @@ async fn identity_endpoint_attacks_issue_no_tokens() {
         )
         .await;
     }
-    let s1 = open(&t, &arm, &vm("vm1")).await;
-    let s2 = open(&t, &arm, &vm("vm2")).await;
-    let s3 = open(&t, &arm, &vm("vm3")).await;
-    let s4 = open(&t, &arm, &vm("vm4")).await;
-    let s5 = open(&t, &arm, &vm("vm1")).await;
+    let s1 = open_session(&t, &arm, &vm("vm1")).await;
+    let s2 = open_session(&t, &arm, &vm("vm2")).await;
+    let s3 = open_session(&t, &arm, &vm("vm3")).await;
+    let s4 = open_session(&t, &arm, &vm("vm4")).await;
+    let s5 = open_session(&t, &arm, &vm("vm1")).await;
 
     // The happy paths work, so each refusal below is about what it changes. They are minted
     // (and logged) before the attack window opens.
@@ -538,7 +511,7 @@ async fn an_expired_session_issues_no_tokens() {
         &json!({"location": "local", "identity": {"type": "SystemAssigned"}}),
     )
     .await;
-    let s = open(&t, &arm, &vm).await;
+    let s = open_session(&t, &arm, &vm).await;
     let (status, _) = ask(
         Method::GET,
         &format!("{}?{IMDS_Q}", s.imds),

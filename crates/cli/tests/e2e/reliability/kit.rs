@@ -350,6 +350,37 @@ pub async fn vm_with_session(t: &Target, token: &str, rg: &str, name: &str) -> (
     (vm, session.json)
 }
 
+/// A workload session as `POST /lanyard/sessions` answers it.
+pub struct Session {
+    pub id: String,
+    /// The IMDS token URL.
+    pub imds: String,
+    /// The App Service identity endpoint.
+    pub app: String,
+    pub header: String,
+}
+
+/// Opens a workload session on `resource` as `token`; it must succeed.
+pub async fn open_session(t: &Target, token: &str, resource: &str) -> Session {
+    let r = call(
+        &t.http,
+        Method::POST,
+        &t.arm("/lanyard/sessions"),
+        bearer_json(token, &serde_json::json!({"resource": resource})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    Session {
+        id: r.json["id"].as_str().unwrap().to_string(),
+        imds: format!(
+            "{}/metadata/identity/oauth2/token",
+            r.json["imdsEndpoint"].as_str().unwrap()
+        ),
+        app: r.json["identityEndpoint"].as_str().unwrap().to_string(),
+        header: r.json["identityHeader"].as_str().unwrap().to_string(),
+    }
+}
+
 /// Assigns built-in `role` to `principal` at `scope`; returns the assignment's id.
 pub async fn assign(t: &Target, token: &str, scope: &str, role: &str, principal: &str) -> String {
     let name = Uuid::new_v4();

@@ -28,30 +28,6 @@ both_backends!(
 
 const VAULT: &str = "kvrevoke";
 
-/// A workload session's IMDS token URL and id.
-struct Session {
-    id: String,
-    imds: String,
-}
-
-async fn open_session(t: &Target, token: &str, resource: &str) -> Session {
-    let r = call(
-        &t.http,
-        Method::POST,
-        &t.arm("/lanyard/sessions"),
-        bearer_json(token, &json!({"resource": resource})),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    Session {
-        id: r.json["id"].as_str().unwrap().to_string(),
-        imds: format!(
-            "{}/metadata/identity/oauth2/token",
-            r.json["imdsEndpoint"].as_str().unwrap()
-        ),
-    }
-}
-
 async fn end_session(t: &Target, token: &str, session: &Session) {
     // Already ended (the resource went) is fine too.
     let _ = call(

@@ -251,7 +251,8 @@ async fn soak() {
         }));
     }
     let mut samples: Vec<(f64, u64)> = Vec::new();
-    while start.elapsed() < hold {
+    let end = start + hold;
+    while Instant::now() < end {
         if let Some(kib) = rss_kib(pid) {
             samples.push((start.elapsed().as_secs_f64(), kib));
         }
